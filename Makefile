@@ -1,0 +1,53 @@
+# kernelfleet — `make run` starts the gateway, `make test` installs everything and runs the suite.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+# Debian packages the test suite drives for real: sshd for the SSH testbed hosts, Chromium for
+# the JupyterLab browser test, iproute2 for the network namespaces, Debian's ipykernel for the
+# impersonated (non-root) user's kernels on the testbed hosts (root's pyenv is not readable).
+SYSTEM_PACKAGES := openssh-server chromium iproute2 procps python3-ipykernel
+
+.PHONY: install system-deps run test test-fast lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q -U pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+system-deps:
+	@missing=""; \
+	[ -x /usr/sbin/sshd ] || missing="$$missing openssh-server"; \
+	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	command -v ip >/dev/null 2>&1 || missing="$$missing iproute2"; \
+	command -v pgrep >/dev/null 2>&1 || missing="$$missing procps"; \
+	/usr/bin/python3 -c "import ipykernel" >/dev/null 2>&1 || missing="$$missing python3-ipykernel"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+run: install
+	$(BIN)/kernelfleet serve
+
+test: install system-deps
+	$(BIN)/ruff check kernelfleet tests benchmarks
+	$(BIN)/mypy
+	$(BIN)/pytest
+
+test-fast: install
+	$(BIN)/pytest -m "not slow"
+
+lint: install
+	$(BIN)/ruff check kernelfleet tests benchmarks
+	$(BIN)/ruff format --check kernelfleet tests benchmarks
+	$(BIN)/mypy
+
+bench: install system-deps
+	$(BIN)/python -m benchmarks
+
+clean:
+	rm -rf $(VENV) build *.egg-info

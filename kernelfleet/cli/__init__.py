@@ -1,0 +1,42 @@
+"""The ``kernelfleet`` command: argument parsing only; every subcommand calls into the package.
+
+Subcommands are traitlets applications (``kernelfleet serve``, ``kernelfleet spec …``,
+``kernelfleet hosts …``), so each has ``--help``, ``--help-all`` and config-file support.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from traitlets.config import Application
+
+from kernelfleet import __version__
+
+
+class KernelFleetApp(Application):
+    name = "kernelfleet"
+    version = __version__
+    description = (
+        "kernelfleet: run Jupyter kernels on a fleet of hosts.\n\n"
+        "  kernelfleet serve          start the gateway\n"
+        "  kernelfleet spec …         install, list, remove and sync kernelspecs\n"
+        "  kernelfleet hosts check    check that every host can run the kernelspecs\n"
+    )
+    subcommands = {
+        "serve": ("kernelfleet.cli.serve.ServeApp", "Start the kernel gateway."),
+        "spec": ("kernelfleet.cli.spec.SpecApp", "Manage kernelspecs for the fleet."),
+        "hosts": ("kernelfleet.cli.hosts.HostsApp", "Check the hosts of the fleet."),
+    }
+
+    def start(self) -> None:
+        if self.subapp is not None:
+            self.subapp.start()
+            return
+        self.print_help()
+        self.exit(2)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``kernelfleet`` console script."""
+    args = sys.argv[1:] if argv is None else argv
+    KernelFleetApp.launch_instance(args)

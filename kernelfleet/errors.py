@@ -1,0 +1,79 @@
+"""The one exception family whose text is safe to show a user.
+
+Anything raised as a :class:`PublicError` reaches the client as JSON
+``{"reason": <reason>, "message": <message>}`` with :attr:`status`. Every other exception is
+logged with context and answered with a generic 500 that carries no internals. Messages are
+formatted where they are raised: a message says what failed, where (which host, which
+kernelspec), and what to do about it.
+"""
+
+from __future__ import annotations
+
+
+class PublicError(Exception):
+    """An error whose message is written for the user who caused it."""
+
+    status: int = 500
+    reason: str = "Internal Server Error"
+
+    def __init__(self, message: str, *, status: int | None = None, reason: str | None = None):
+        super().__init__(message)
+        self.message = message
+        if status is not None:
+            self.status = status
+        if reason is not None:
+            self.reason = reason
+
+    def to_json(self) -> dict[str, str]:
+        return {"reason": self.reason, "message": self.message}
+
+
+class BadRequest(PublicError):
+    status = 400
+    reason = "Bad Request"
+
+
+class Unauthorized(PublicError):
+    status = 401
+    reason = "Unauthorized"
+
+
+class Forbidden(PublicError):
+    status = 403
+    reason = "Forbidden"
+
+
+class NotFound(PublicError):
+    status = 404
+    reason = "Not Found"
+
+
+class Conflict(PublicError):
+    status = 409
+    reason = "Conflict"
+
+
+class LimitReached(PublicError):
+    """A kernel limit (global or per user) would be exceeded."""
+
+    status = 403
+    reason = "Kernel Limit Reached"
+
+
+class LaunchFailed(PublicError):
+    """The kernel process could not be started or never became ready."""
+
+    status = 500
+    reason = "Kernel Launch Failed"
+
+
+class LaunchTimeout(LaunchFailed):
+    status = 504
+    reason = "Kernel Launch Timeout"
+
+
+class HostsUnavailable(PublicError):
+    """No host allowed for the kernelspec can take a kernel right now."""
+
+    status = 503
+    reason = "No Host Available"

@@ -1,0 +1,285 @@
+"""The gateway: wiring of the tornado app, the HTTP server and the kernel services.
+
+:class:`Gateway` is what ``kernelfleet serve`` runs and what tests boot in-process
+(``async with Gateway(config=...) as gw``); it holds no global state, so several can run in one
+process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import socket
+import ssl
+from types import TracebackType
+from typing import Any
+
+from jupyter_core.paths import jupyter_data_dir
+from tornado import httpserver, netutil, web
+from traitlets import Bool, Int, Unicode
+from traitlets.config import LoggingConfigurable
+
+from kernelfleet.config import option
+from kernelfleet.gateway import rest
+from kernelfleet.gateway.auth import Authenticator
+from kernelfleet.gateway.base import CorsSettings, NotFoundHandler, Services
+from kernelfleet.gateway.bridge import BridgeSettings
+from kernelfleet.gateway.websocket import KernelWebsocketHandler
+from kernelfleet.kernels.culler import Culler
+from kernelfleet.kernels.registry import KernelRegistry
+from kernelfleet.kernels.sessions import SessionStore
+from kernelfleet.specs.catalog import KernelSpecCatalog
+
+
+def normalize_base_url(base_url: str) -> str:
+    base = "/" + base_url.strip("/")
+    return base if base.endswith("/") else base + "/"
+
+
+class Gateway(LoggingConfigurable):
+    """The kernel gateway server (see module docstring)."""
+
+    ip = option(
+        Unicode("127.0.0.1", help="Address the gateway listens on. Default: 127.0.0.1."),
+        "KF_IP",
+        "EG_IP",
+    )
+    port = option(
+        Int(8888, help="TCP port the gateway listens on (0: any free port). Default: 8888."),
+        "KF_PORT",
+        "EG_PORT",
+    )
+    port_retries = option(
+        Int(
+            50,
+            help="""How many following ports to try when the port is in use (0: fail at once).
+            Default: 50.""",
+        ),
+        "KF_PORT_RETRIES",
+        "EG_PORT_RETRIES",
+    )
+    base_url = option(
+        Unicode(
+            "/",
+            help="""URL prefix of every endpoint, e.g. /gateway/. Keep it lower case: Jupyter's
+            gateway client lower-cases websocket URLs. Default: /.""",
+        ),
+        "KF_BASE_URL",
+        "EG_BASE_URL",
+    )
+    certfile = option(
+        Unicode("", help="TLS certificate file (PEM); enables HTTPS. Default: none."),
+        "KF_CERTFILE",
+        "EG_CERTFILE",
+    )
+    keyfile = option(
+        Unicode("", help="TLS private key file (PEM) for certfile. Default: none."),
+        "KF_KEYFILE",
+        "EG_KEYFILE",
+    )
+    client_ca = option(
+        Unicode(
+            "",
+            help="""CA bundle (PEM) to verify client certificates; when set, clients must
+            present one. Default: none.""",
+        ),
+        "KF_CLIENT_CA",
+        "EG_CLIENT_CA",
+    )
+    trust_xheaders = option(
+        Bool(
+            False,
+            help="""Trust X-Real-Ip / X-Forwarded-For from a reverse proxy for client addresses
+            in logs. Default: false.""",
+        ),
+        "KF_TRUST_XHEADERS",
+        "EG_TRUST_XHEADERS",
+    )
+    allow_origin = option(
+        Unicode("", help="CORS Access-Control-Allow-Origin ('*' or an origin). Default: none."),
+        "KF_ALLOW_ORIGIN",
+        "EG_ALLOW_ORIGIN",
+    )
+    allow_credentials = option(
+        Unicode("", help="CORS Access-Control-Allow-Credentials. Default: none."),
+        "KF_ALLOW_CREDENTIALS",
+        "EG_ALLOW_CREDENTIALS",
+    )
+    allow_headers = option(
+        Unicode("", help="CORS Access-Control-Allow-Headers. Default: none."),
+        "KF_ALLOW_HEADERS",
+        "EG_ALLOW_HEADERS",
+    )
+    allow_methods = option(
+        Unicode("", help="CORS Access-Control-Allow-Methods. Default: none."),
+        "KF_ALLOW_METHODS",
+        "EG_ALLOW_METHODS",
+    )
+    expose_headers = option(
+        Unicode("", help="CORS Access-Control-Expose-Headers. Default: none."),
+        "KF_EXPOSE_HEADERS",
+        "EG_EXPOSE_HEADERS",
+    )
+    max_age = option(
+        Unicode("", help="CORS Access-Control-Max-Age, in seconds. Default: none."),
+        "KF_MAX_AGE",
+        "EG_MAX_AGE",
+    )
+    data_dir = option(
+        Unicode(
+            "",
+            help="""Directory for the gateway's state (kernel logs; kernel records in a later
+            release). Default: <Jupyter data dir>/kernelfleet.""",
+        ),
+        "KF_DATA_DIR",
+    )
+    shutdown_kernels_on_exit = option(
+        Bool(
+            True,
+            help="""On SIGTERM/SIGINT, shut every kernel down (true, default) or leave them
+            running for a later gateway to reattach (false).""",
+        ),
+        "KF_SHUTDOWN_KERNELS_ON_EXIT",
+    )
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if not self.data_dir:
+            self.data_dir = os.path.join(jupyter_data_dir(), "kernelfleet")
+        self.auth = Authenticator(parent=self)
+        self.catalog = KernelSpecCatalog(parent=self)
+        self.registry = KernelRegistry(self.catalog, self.data_dir, parent=self)
+        self.culler = Culler(self.registry, parent=self)
+        self.bridge = BridgeSettings(parent=self)
+        self.sessions = SessionStore(self.registry)
+        self.server: httpserver.HTTPServer | None = None
+        self.bound_port: int | None = None
+        self.generated_token = self.auth.ensure_token()
+
+    # -- app ------------------------------------------------------------------------------
+
+    def make_app(self) -> web.Application:
+        base = normalize_base_url(self.base_url)
+        services = Services(
+            registry=self.registry,
+            catalog=self.catalog,
+            sessions=self.sessions,
+            auth=self.auth,
+            bridge=self.bridge,
+            base_url=base,
+            cors=CorsSettings(
+                allow_origin=self.allow_origin,
+                allow_credentials=self.allow_credentials,
+                allow_headers=self.allow_headers,
+                allow_methods=self.allow_methods,
+                expose_headers=self.expose_headers,
+                max_age=self.max_age,
+            ),
+        )
+        kid = r"(?P<kernel_id>\w+-\w+-\w+-\w+-\w+)"
+        handlers: list[Any] = [
+            (rf"(?i){base}api/kernels/{kid}/channels/?", KernelWebsocketHandler),
+            *rest.routes(base),
+        ]
+        ping = self.bridge.ping_interval or None
+        return web.Application(
+            handlers,
+            kf=services,
+            default_handler_class=NotFoundHandler,
+            websocket_ping_interval=ping,
+            websocket_ping_timeout=ping,
+            websocket_max_message_size=256 * 1024 * 1024,
+            log_function=_log_request,
+        )
+
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        if not self.certfile:
+            return None
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(self.certfile, self.keyfile or None)
+        if self.client_ca:
+            ctx.load_verify_locations(self.client_ca)
+            ctx.verify_mode = ssl.CERT_REQUIRED
+        return ctx
+
+    def _bind(self) -> list[socket.socket]:
+        last: OSError | None = None
+        tries = 1 if self.port == 0 else self.port_retries + 1
+        for offset in range(tries):
+            port = self.port + offset if self.port else 0
+            try:
+                return netutil.bind_sockets(port, self.ip)
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE:
+                    raise
+                last = exc
+        raise OSError(
+            errno.EADDRINUSE,
+            f"Ports {self.port}–{self.port + tries - 1} on {self.ip} are all in use "
+            f"({last}); choose another --port.",
+        )
+
+    async def start(self) -> None:
+        app = self.make_app()
+        self.server = httpserver.HTTPServer(
+            app, ssl_options=self._ssl_context(), xheaders=self.trust_xheaders
+        )
+        sockets = self._bind()
+        self.server.add_sockets(sockets)
+        self.bound_port = sockets[0].getsockname()[1]
+        self.registry.start_monitor()
+        self.culler.start()
+
+    @property
+    def url(self) -> str:
+        scheme = "https" if self.certfile else "http"
+        host = f"[{self.ip}]" if ":" in self.ip else self.ip
+        if host in {"0.0.0.0", "[::]", ""}:  # noqa: S104 - display only
+            host = "127.0.0.1"
+        return f"{scheme}://{host}:{self.bound_port}{normalize_base_url(self.base_url)}"
+
+    async def stop(self, *, shutdown_kernels: bool | None = None) -> None:
+        """Stop accepting requests, then shut kernels down (or leave them running)."""
+        if self.server is not None:
+            self.server.stop()
+        await self.culler.stop()
+        keep = self.shutdown_kernels_on_exit if shutdown_kernels is None else shutdown_kernels
+        await self.registry.close(shutdown_kernels=keep)
+        if self.server is not None:
+            await asyncio.wait_for(self.server.close_all_connections(), 5)
+            self.server = None
+
+    async def __aenter__(self) -> Gateway:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+
+def _log_request(handler: web.RequestHandler) -> None:
+    status = handler.get_status()
+    log = handler.application.settings.get("kf_logger")
+    if log is None:
+        import logging
+
+        log = logging.getLogger("kernelfleet.access")
+    level = 20 if status < 400 else 30
+    if status < 400 and handler.request.method == "GET" and handler.request.path.endswith(
+        "/api/kernels"
+    ):
+        level = 10  # JupyterLab polls the kernel list; keep the log readable
+    log.log(
+        level,
+        "%d %s %s %.1fms",
+        status,
+        handler.request.method,
+        handler.request.uri.split("?")[0] if handler.request.uri else "",
+        1000.0 * handler.request.request_time(),
+    )

@@ -1,0 +1,204 @@
+"""The websocket ↔ ZMQ bridge: one :class:`KernelConnection` per websocket.
+
+Each connection owns DEALER sockets for shell, control and stdin with an identity of its own
+(so replies reach the socket that asked, whatever other websockets exist for the same session),
+one reader task per socket, and receives iopub from the kernel's shared subscriber
+(:mod:`kernelfleet.kernels.channels`). Frames to the client are spliced from the kernel's raw
+JSON parts (:mod:`kernelfleet.kernels.wire`), computed once per message for all connections.
+A client that stops reading is disconnected once ``max_pending_mb`` of output waits for it,
+rather than growing the gateway's memory without bound; it reconnects with its session id and
+gets the buffered iopub.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Callable
+
+import zmq
+import zmq.asyncio
+from traitlets import Bool, Enum, Int
+from traitlets.config import LoggingConfigurable
+
+from kernelfleet.config import option
+from kernelfleet.kernels.channels import KernelChannels
+from kernelfleet.kernels.record import KernelRecord
+from kernelfleet.kernels.wire import (
+    V1_PROTOCOL,
+    KernelMessage,
+    WireError,
+    parse_client_frame,
+    parse_kernel_message,
+)
+
+log = logging.getLogger("kernelfleet.bridge")
+
+Sender = Callable[[bytes, bool, int], None]
+
+
+class BridgeSettings(LoggingConfigurable):
+    """Websocket options."""
+
+    legacy_buffers = option(
+        Enum(
+            ["strip", "binary"],
+            default_value="strip",
+            help="""What to do with a kernel message that carries binary buffers (e.g. a widget
+            comm) on the legacy websocket protocol, which jupyter_server's gateway client
+            speaks. 'strip' (default): send it as JSON without its buffers and log a warning
+            — the session survives. 'binary': send a binary frame as Kernel Gateway does —
+            jupyter_server 2.x gateway clients stop reading that browser tab's stream
+            (contract.md). Clients of the v1 subprotocol always get the buffers.""",
+        ),
+        "KF_LEGACY_BUFFERS",
+    )
+    allow_v1_protocol = option(
+        Bool(
+            True,
+            help="""Offer the v1.kernel.websocket.jupyter.org subprotocol to clients that ask
+            for it. Default: true.""",
+        ),
+        "KF_ALLOW_V1_PROTOCOL",
+    )
+    ping_interval = option(
+        Int(
+            30,
+            help="""Seconds between websocket pings; a client that does not answer within the
+            same time is disconnected (0 disables). Default: 30.""",
+        ),
+        "KF_WS_PING_INTERVAL",
+        "EG_WS_PING_INTERVAL_SECS",
+    )
+    max_pending_mb = option(
+        Int(
+            64,
+            help="""Megabytes of output that may wait for a slow websocket client before it is
+            disconnected (it reconnects and replays the buffered output). Default: 64.""",
+        ),
+        "KF_WS_MAX_PENDING_MB",
+    )
+
+
+class KernelConnection:
+    """One websocket's link to a kernel. ``send(data, binary, nbytes)`` writes a frame."""
+
+    def __init__(
+        self,
+        record: KernelRecord,
+        channels: KernelChannels,
+        session_id: str,
+        protocol: str | None,
+        settings: BridgeSettings,
+        send: Sender,
+    ) -> None:
+        self.record = record
+        self.channels = channels
+        self.session_id = session_id
+        self.protocol = protocol
+        self.settings = settings
+        self._send = send
+        self._sockets: dict[str, zmq.asyncio.Socket] = {}
+        self._readers: list[asyncio.Task[None]] = []
+        self._warned_buffers = False
+        self.on_gone: Callable[[], None] | None = None
+        self.closed = False
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def open(self) -> None:
+        self._open_sockets()
+        backlog = self.channels.attach(self)
+        self.record.connections = self.channels.connection_count
+        for msg in backlog:
+            self.deliver(msg)
+
+    def _open_sockets(self) -> None:
+        prefix = f"{self.session_id or 'ws'}-{uuid.uuid4().hex[:8]}"
+        for channel in ("shell", "control", "stdin"):
+            sock = self.channels.socket(channel, identity=f"{prefix}-{channel}".encode())
+            self._sockets[channel] = sock
+            self._readers.append(
+                asyncio.create_task(self._read(channel, sock), name=f"ws-{channel}-reader")
+            )
+
+    def _close_sockets(self) -> None:
+        for task in self._readers:
+            task.cancel()
+        self._readers.clear()
+        for sock in self._sockets.values():
+            sock.close(linger=0)
+        self._sockets.clear()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._close_sockets()
+        self.channels.detach(self)
+        self.record.connections = self.channels.connection_count
+
+    # -- Listener protocol (called by KernelChannels) -------------------------------------
+
+    def channels_reset(self) -> None:
+        if not self.closed:
+            self._close_sockets()
+            self._open_sockets()
+
+    def kernel_gone(self) -> None:
+        if self.on_gone is not None:
+            self.on_gone()
+
+    def deliver(self, msg: KernelMessage) -> None:
+        if self.closed:
+            return
+        if self.protocol == V1_PROTOCOL:
+            data, binary = msg.v1(), True
+        elif msg.buffers and self.settings.legacy_buffers == "binary":
+            data, binary = msg.legacy_binary(), True
+        else:
+            if msg.buffers and not self._warned_buffers:
+                self._warned_buffers = True
+                log.warning(
+                    "kernel %s: dropping binary buffers of %s for a legacy-protocol client "
+                    "(legacy_buffers=strip); further drops on this connection are not logged",
+                    self.record.id,
+                    msg.msg_type,
+                )
+            data, binary = msg.legacy_json(), False
+        self._send(data, binary, len(data))
+
+    # -- traffic --------------------------------------------------------------------------
+
+    async def _read(self, channel: str, sock: zmq.asyncio.Socket) -> None:
+        while True:
+            frames = await sock.recv_multipart()
+            try:
+                msg = parse_kernel_message(self.channels.session, channel, frames)
+            except WireError as exc:
+                log.warning("kernel %s: dropping %s message: %s", self.record.id, channel, exc)
+                continue
+            self.deliver(msg)
+
+    async def handle_incoming(self, data: str | bytes) -> None:
+        """Forward one client frame to the kernel; a bad frame is logged and dropped."""
+        try:
+            channel, parts = parse_client_frame(data, self.protocol)
+        except WireError as exc:
+            log.warning("kernel %s: dropping client frame: %s", self.record.id, exc)
+            return
+        sock = self._sockets.get(channel)
+        if sock is None:
+            return
+        self.record.touch()
+        with contextlib.suppress(zmq.ZMQError):
+            await self.channels.send(sock, parts)
+
+
+def pick_subprotocol(offered: list[str], settings: BridgeSettings) -> str | None:
+    if settings.allow_v1_protocol and V1_PROTOCOL in offered:
+        return V1_PROTOCOL
+    return None
+

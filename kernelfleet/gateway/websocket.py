@@ -1,0 +1,96 @@
+"""The ``/api/kernels/{id}/channels`` websocket handler.
+
+Authentication and the ownership check happen before the upgrade (a refused client gets a JSON
+401/404, not a dropped socket). Upgrades without an ``Origin`` header (jupyter_server's gateway
+client sends none) are accepted. ``TCP_NODELAY`` is set on open: without it every burst of
+small messages waits ~40 ms for Nagle and delayed ACKs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+from tornado import websocket
+
+from kernelfleet.errors import Conflict
+from kernelfleet.gateway.base import BaseHandler
+from kernelfleet.gateway.bridge import KernelConnection, pick_subprotocol
+from kernelfleet.kernels.record import KernelRecord
+
+
+class KernelWebsocketHandler(websocket.WebSocketHandler, BaseHandler):
+    connection: KernelConnection | None = None
+    record: KernelRecord | None = None
+    _pending = 0
+
+    def set_default_headers(self) -> None:
+        pass
+
+    def prepare(self) -> None:
+        BaseHandler.prepare(self)
+
+    async def get(self, *args: Any, **kwargs: Any) -> None:
+        record = self.kf.registry.get(kwargs["kernel_id"], self.identity)
+        if record.channels is None:
+            raise Conflict(f"Kernel {record.id} is not running yet; connect after it started.")
+        self.record = record
+        await super().get(*args, **kwargs)
+
+    def check_origin(self, origin: str) -> bool:
+        allowed = self.kf.cors.allow_origin
+        if allowed == "*" or (allowed and origin == allowed):
+            return True
+        return super().check_origin(origin)
+
+    def select_subprotocol(self, subprotocols: list[str]) -> str | None:
+        return pick_subprotocol(subprotocols, self.kf.bridge)
+
+    def open(self, *args: str, **kwargs: str) -> None:
+        self.set_nodelay(True)
+        record = self.record
+        assert record is not None and record.channels is not None
+        session_id = self.get_query_argument("session_id", "") or ""
+        self.connection = KernelConnection(
+            record,
+            record.channels,
+            session_id,
+            self.selected_subprotocol,
+            self.kf.bridge,
+            self._send,
+        )
+        self.connection.on_gone = self._kernel_gone
+        self.connection.open()
+
+    def _send(self, data: bytes, binary: bool, nbytes: int) -> None:
+        if self.ws_connection is None or self.ws_connection.is_closing():
+            return
+        limit = self.kf.bridge.max_pending_mb * 1024 * 1024
+        if self._pending > limit:
+            self.close(1013, "client too slow: reconnect to receive buffered output")
+            return
+        try:
+            fut = self.write_message(data, binary=binary)
+        except websocket.WebSocketClosedError:
+            return
+        self._pending += nbytes
+        fut.add_done_callback(lambda f: self._written(f, nbytes))
+
+    def _written(self, fut: asyncio.Future[None], nbytes: int) -> None:
+        self._pending -= nbytes
+        if not fut.cancelled():
+            with contextlib.suppress(Exception):
+                fut.exception()
+
+    def _kernel_gone(self) -> None:
+        self.close(1000, "kernel shut down")
+
+    async def on_message(self, message: str | bytes) -> None:
+        if self.connection is not None:
+            await self.connection.handle_incoming(message)
+
+    def on_close(self) -> None:
+        if self.connection is not None:
+            self.connection.close()
+            self.connection = None

@@ -1,0 +1,275 @@
+"""ZMQ plumbing of one kernel: the shared iopub subscriber, per-connection sockets, handshake.
+
+Design:
+- **One iopub subscriber per kernel**, not one per websocket. It runs from the kernel's start to
+  its end, so ``execution_state``/``last_activity`` follow real iopub activity even when nobody is
+  connected (culling depends on it), and so output produced while a client is away can be kept.
+- **Per-connection shell/control/stdin DEALER sockets, each with its own ZMQ identity.** Replies
+  are routed by identity, so a reply always reaches the connection that sent the request, even
+  when a client (stock JupyterLab through jupyter_server) opens a second websocket for the same
+  ``session_id`` and leaves the first one orphaned (contract.md, "second-websocket race"). No
+  connection ever waits for another to close.
+- **Buffers per session_id**: when the last connection of a session goes away, iopub messages
+  are kept for that session (bounded in count, bytes and time) and replayed when a connection
+  with the same ``session_id`` comes back.
+- **Readiness** is awaited, not polled: a ``kernel_info_request`` is queued on a DEALER (ZMQ
+  delivers it the moment the kernel binds), and requests are repeated only until the first iopub
+  message proves the subscription is live.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import zmq
+import zmq.asyncio
+from jupyter_client.session import Session
+
+from kernelfleet.kernels.wire import KernelMessage, WireError, parse_kernel_message, to_zmq
+
+log = logging.getLogger("kernelfleet.channels")
+
+SOCKET_TYPES = {"shell": zmq.DEALER, "control": zmq.DEALER, "stdin": zmq.DEALER}
+
+
+class Listener(Protocol):
+    """A websocket connection as seen from the kernel's channels."""
+
+    session_id: str
+
+    def deliver(self, msg: KernelMessage) -> None: ...
+
+    def channels_reset(self) -> None: ...
+
+    def kernel_gone(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class BufferLimits:
+    max_messages: int = 10_000
+    max_bytes: int = 64 * 1024 * 1024
+    max_age_seconds: float = 600.0
+
+
+class _SessionBuffer:
+    __slots__ = ("messages", "nbytes", "since")
+
+    def __init__(self) -> None:
+        self.messages: collections.deque[KernelMessage] = collections.deque()
+        self.nbytes = 0
+        self.since = time.monotonic()
+
+
+def make_session(info: dict[str, Any]) -> Session:
+    key = info.get("key") or b""
+    return Session(
+        key=key.encode() if isinstance(key, str) else key,
+        signature_scheme=info.get("signature_scheme", "hmac-sha256"),
+        username="kernelfleet",
+    )
+
+
+def _url(info: dict[str, Any], channel: str) -> str:
+    transport = info.get("transport", "tcp")
+    ip = info["ip"]
+    port = info[f"{channel}_port"]
+    if transport == "tcp":
+        host = f"[{ip}]" if ":" in ip else ip
+        return f"tcp://{host}:{port}"
+    return f"{transport}://{ip}-{port}"
+
+
+class KernelChannels:
+    """The gateway's ZMQ view of one kernel (see module docstring)."""
+
+    def __init__(
+        self,
+        context: zmq.asyncio.Context,
+        info: dict[str, Any],
+        on_message: Callable[[KernelMessage], None],
+        limits: BufferLimits | None = None,
+    ) -> None:
+        self.context = context
+        self.info = dict(info)
+        self.session = make_session(self.info)
+        self._on_message = on_message
+        self.limits = limits or BufferLimits()
+        self.listeners: set[Listener] = set()
+        self._buffers: dict[str, _SessionBuffer] = {}
+        self._iopub: zmq.asyncio.Socket | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._iopub_seen = asyncio.Event()
+        self._closed = False
+
+    # -- sockets --------------------------------------------------------------------------
+
+    def socket(self, channel: str, identity: bytes | None = None) -> zmq.asyncio.Socket:
+        """A new socket connected to *channel* of the kernel (CurveZMQ applied if configured)."""
+        stype = zmq.SUB if channel == "iopub" else SOCKET_TYPES[channel]
+        sock = self.context.socket(stype)
+        sock.linger = 0
+        sock.setsockopt(zmq.RECONNECT_IVL, 10)
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+        if identity is not None:
+            sock.identity = identity
+        pub = self.info.get("curve_publickey")
+        sec = self.info.get("curve_secretkey")
+        if pub and sec:
+            # The connection file carries one keypair; jupyter_client uses it on both ends.
+            sock.curve_secretkey = sec.encode() if isinstance(sec, str) else sec
+            sock.curve_publickey = pub.encode() if isinstance(pub, str) else pub
+            sock.curve_serverkey = pub.encode() if isinstance(pub, str) else pub
+        if stype == zmq.SUB:
+            sock.setsockopt(zmq.SUBSCRIBE, b"")
+        sock.connect(_url(self.info, channel))
+        return sock
+
+    def start(self) -> None:
+        """Connect the iopub subscriber and start reading it."""
+        self._iopub_seen.clear()
+        self._iopub = self.socket("iopub")
+        self._reader = asyncio.create_task(self._read_iopub(self._iopub), name="iopub-reader")
+
+    async def reset(self, info: dict[str, Any]) -> None:
+        """Reconnect everything after a restart (ports or keys may have changed)."""
+        await self._stop_reader()
+        self.info = dict(info)
+        self.session = make_session(self.info)
+        self.start()
+        for listener in list(self.listeners):
+            listener.channels_reset()
+
+    async def _stop_reader(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            try:
+                await self._reader
+            except asyncio.CancelledError:
+                if asyncio.current_task() is not None and asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                    raise
+            self._reader = None
+        if self._iopub is not None:
+            self._iopub.close(linger=0)
+            self._iopub = None
+
+    async def close(self) -> None:
+        """Stop reading and tell every connection the kernel is gone (they close)."""
+        self._closed = True
+        await self._stop_reader()
+        self._buffers.clear()
+        for listener in list(self.listeners):
+            listener.kernel_gone()
+        self.listeners.clear()
+
+    # -- iopub fan-out --------------------------------------------------------------------
+
+    async def _read_iopub(self, sock: zmq.asyncio.Socket) -> None:
+        while True:
+            frames = await sock.recv_multipart()
+            try:
+                msg = parse_kernel_message(self.session, "iopub", frames)
+            except WireError as exc:
+                log.warning("dropping iopub message: %s", exc)
+                continue
+            self._iopub_seen.set()
+            self._on_message(msg)
+            for listener in tuple(self.listeners):
+                listener.deliver(msg)
+            if self._buffers:
+                self._buffer(msg)
+
+    def _buffer(self, msg: KernelMessage) -> None:
+        now = time.monotonic()
+        lim = self.limits
+        for sid, buf in list(self._buffers.items()):
+            if now - buf.since > lim.max_age_seconds:
+                del self._buffers[sid]
+                continue
+            buf.messages.append(msg)
+            buf.nbytes += msg.size
+            while buf.messages and (
+                len(buf.messages) > lim.max_messages or buf.nbytes > lim.max_bytes
+            ):
+                buf.nbytes -= buf.messages.popleft().size
+
+    def broadcast(self, msg: KernelMessage) -> None:
+        """Send a gateway-made iopub message to every client (and the session buffers)."""
+        for listener in tuple(self.listeners):
+            listener.deliver(msg)
+        if self._buffers:
+            self._buffer(msg)
+
+    def attach(self, listener: Listener) -> list[KernelMessage]:
+        """Register a connection; returns the iopub messages buffered for its session."""
+        self.listeners.add(listener)
+        buf = self._buffers.pop(listener.session_id, None) if listener.session_id else None
+        return list(buf.messages) if buf else []
+
+    def detach(self, listener: Listener) -> None:
+        """Unregister a connection; start buffering if it was its session's last connection."""
+        self.listeners.discard(listener)
+        sid = listener.session_id
+        if self._closed or not sid:
+            return
+        if any(other.session_id == sid for other in self.listeners):
+            return
+        self._buffers[sid] = _SessionBuffer()
+
+    @property
+    def connection_count(self) -> int:
+        return len(self.listeners)
+
+    # -- requests -------------------------------------------------------------------------
+
+    async def send(self, sock: zmq.asyncio.Socket, parts: list[bytes]) -> None:
+        await sock.send_multipart(to_zmq(self.session, parts))
+
+    async def request(
+        self, channel: str, msg_type: str, content: dict[str, Any] | None = None
+    ) -> KernelMessage:
+        """Send one request on a private socket and return the kernel's reply."""
+        sock = self.socket(channel, identity=f"kf-{uuid.uuid4().hex[:12]}".encode())
+        try:
+            msg = self.session.msg(msg_type, content or {})
+            await sock.send_multipart(self.session.serialize(msg))
+            while True:
+                reply = parse_kernel_message(self.session, channel, await sock.recv_multipart())
+                if reply.parent_msg_id() == msg["header"]["msg_id"]:
+                    return reply
+        finally:
+            sock.close(linger=0)
+
+    async def wait_ready(self) -> dict[str, Any]:
+        """Wait until the kernel answers ``kernel_info`` and its iopub reaches us.
+
+        Returns the ``kernel_info_reply`` content. The caller bounds the wait with its timeout.
+        """
+        sock = self.socket("shell", identity=f"kf-ready-{uuid.uuid4().hex[:8]}".encode())
+        try:
+            while True:
+                msg = self.session.msg("kernel_info_request", {})
+                await sock.send_multipart(self.session.serialize(msg))
+                while True:
+                    reply = parse_kernel_message(
+                        self.session, "shell", await sock.recv_multipart()
+                    )
+                    if reply.parent_msg_id() == msg["header"]["msg_id"]:
+                        break
+                if self._iopub_seen.is_set():
+                    return reply.content()
+                # The reply came back before our iopub subscription was live; the kernel
+                # publishes busy/idle for every request, so the next one proves it.
+                try:
+                    await asyncio.wait_for(self._iopub_seen.wait(), 0.05)
+                    return reply.content()
+                except TimeoutError:
+                    continue
+        finally:
+            sock.close(linger=0)

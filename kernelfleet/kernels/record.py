@@ -1,0 +1,101 @@
+"""The typed kernel record: everything the gateway knows about one kernel, owned by the registry.
+
+Handlers read records and render them with :func:`kernel_model`; only the registry changes them.
+Nothing is hung on jupyter_client objects (cf. jupyter_server's monkey-patched
+``last_activity``): the kernel manager is one field of the record, not the other way round.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import enum
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from jupyter_client.manager import AsyncKernelManager
+
+    from kernelfleet.kernels.channels import KernelChannels
+
+
+class Lifecycle(enum.Enum):
+    """Where the kernel is in its life, independent of what it is executing."""
+
+    STARTING = "starting"
+    RUNNING = "running"
+    RESTARTING = "restarting"
+    STOPPING = "stopping"
+    DEAD = "dead"
+
+
+#: ``execution_state`` values JupyterLab accepts in a kernel model and status messages.
+EXECUTION_STATES = frozenset({"starting", "idle", "busy", "restarting", "dead"})
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def format_timestamp(when: dt.datetime) -> str:
+    """Render *when* exactly as jupyter_server's gateway client parses it.
+
+    The client uses ``strptime("%Y-%m-%dT%H:%M:%S.%fZ")``: microseconds are always present (even
+    when zero, which ``isoformat`` would drop) and the zone is a literal ``Z``.
+    """
+    utc = when.astimezone(dt.UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond:06d}Z"
+
+
+@dataclasses.dataclass(eq=False)
+class KernelRecord:
+    """One kernel, from the moment its start is accepted until it is gone."""
+
+    id: str
+    name: str
+    owner: str
+    env: dict[str, str]
+    launch_timeout: float
+    created: dt.datetime = dataclasses.field(default_factory=utcnow)
+    last_activity: dt.datetime = dataclasses.field(default_factory=utcnow)
+    execution_state: str = "starting"
+    lifecycle: Lifecycle = Lifecycle.STARTING
+    connections: int = 0
+    reason: str | None = None
+    manager: AsyncKernelManager | None = None
+    channels: KernelChannels | None = None
+    restart_count: int = 0
+    lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock, repr=False)
+    log_path: str | None = None
+    log_file: Any = dataclasses.field(default=None, repr=False)
+
+    def touch(self, state: str | None = None) -> None:
+        """Record activity now; *state* updates ``execution_state`` if it is a known value."""
+        self.last_activity = utcnow()
+        if state is not None and state in EXECUTION_STATES:
+            self.execution_state = state
+
+    @property
+    def host(self) -> str | None:
+        """The host the kernel runs on, when its provisioner tells (remote provisioners do)."""
+        prov = self.manager.provisioner if self.manager is not None else None
+        host = getattr(prov, "host", None)
+        return host if isinstance(host, str) else None
+
+    @property
+    def alive(self) -> bool:
+        return self.lifecycle in {Lifecycle.RUNNING, Lifecycle.RESTARTING}
+
+
+def kernel_model(record: KernelRecord) -> dict[str, Any]:
+    """The kernel model of the Kernel Gateway API (see contract.md)."""
+    model: dict[str, Any] = {
+        "id": record.id,
+        "name": record.name,
+        "last_activity": format_timestamp(record.last_activity),
+        "execution_state": record.execution_state,
+        "connections": record.connections,
+    }
+    if record.reason:
+        model["reason"] = record.reason
+    return model

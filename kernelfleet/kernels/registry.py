@@ -1,0 +1,509 @@
+"""The kernel registry: the one owner of every kernel record and of its life.
+
+Handlers ask it to start, find, interrupt, restart and shut down kernels on behalf of an
+identity; it enforces ownership, limits (atomically: the check and the reservation happen with no
+``await`` in between, so concurrent requests cannot overshoot) and the launch timeout (the
+registry owns the clock; provisioners only launch). Each kernel is driven by a jupyter_client
+``AsyncKernelManager`` whose provisioner is chosen by the kernelspec, so any provisioner plugs in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import subprocess
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import zmq.asyncio
+from jupyter_client.manager import AsyncKernelManager
+from traitlets import Bool, Float, Int, Unicode
+from traitlets import List as TList
+from traitlets import Set as TSet
+from traitlets.config import LoggingConfigurable
+
+from kernelfleet.config import option
+from kernelfleet.errors import (
+    Conflict,
+    LaunchFailed,
+    LaunchTimeout,
+    LimitReached,
+    NotFound,
+    PublicError,
+)
+from kernelfleet.kernels import policy as pol
+from kernelfleet.kernels.channels import BufferLimits, KernelChannels
+from kernelfleet.kernels.identity import Identity
+from kernelfleet.kernels.record import KernelRecord, Lifecycle, utcnow
+from kernelfleet.kernels.wire import KernelMessage, status_message
+from kernelfleet.specs.catalog import KernelSpecCatalog, SpecEntry
+
+LOCAL_PROVISIONER = "local-provisioner"
+
+
+class KernelRegistry(LoggingConfigurable):
+    """Starts and tracks kernels; see the module docstring."""
+
+    max_kernels = option(
+        Int(0, help="Most kernels the gateway runs at once (0: no limit). Default: 0."),
+        "KF_MAX_KERNELS",
+        "EG_MAX_KERNELS",
+    )
+    max_kernels_per_user = option(
+        Int(0, help="Most kernels one user may run at once (0: no limit). Default: 0."),
+        "KF_MAX_KERNELS_PER_USER",
+        "EG_MAX_KERNELS_PER_USER",
+    )
+    authorized_users = option(
+        TSet(
+            Unicode(),
+            help="""Users allowed to start kernels (comma list). Empty (default): everyone not
+            denied. Kernelspecs may add their own list in metadata.kernel_provisioner.config.""",
+        ),
+        "KF_AUTHORIZED_USERS",
+        "EG_AUTHORIZED_USERS",
+    )
+    unauthorized_users = option(
+        TSet(
+            Unicode(),
+            default_value={"root"},
+            help="""Users never allowed to start kernels (comma list); denial wins over any
+            allow list. Default: root.""",
+        ),
+        "KF_UNAUTHORIZED_USERS",
+        "EG_UNAUTHORIZED_USERS",
+    )
+    inherited_envs = option(
+        TList(
+            Unicode(),
+            default_value=["PATH", "LANG", "LC_ALL", "TZ"],
+            help="""Names of the gateway's own environment variables passed to kernels (comma
+            list). The rest of the gateway's environment never reaches a kernel.
+            Default: PATH,LANG,LC_ALL,TZ.""",
+        ),
+        "KF_INHERITED_ENVS",
+        "EG_INHERITED_ENVS",
+    )
+    client_envs = option(
+        TList(
+            Unicode(),
+            help="""Names of request env variables accepted besides KERNEL_* (comma list; '*'
+            accepts all). Default: none.""",
+        ),
+        "KF_CLIENT_ENVS",
+        "EG_CLIENT_ENVS",
+    )
+    launch_timeout = option(
+        Float(
+            60.0,
+            help="""Seconds a kernel may take from the start request until it answers
+            kernel_info, when neither the request (KERNEL_LAUNCH_TIMEOUT) nor the kernelspec
+            (launch_timeout in its provisioner config) says. Default: 60.""",
+        ),
+        "KF_LAUNCH_TIMEOUT",
+    )
+    max_launch_timeout = option(
+        Float(
+            300.0,
+            help="""Upper bound, in seconds, on a client's KERNEL_LAUNCH_TIMEOUT.
+            Default: 300.""",
+        ),
+        "KF_MAX_LAUNCH_TIMEOUT",
+    )
+    monitor_interval = option(
+        Float(
+            2.0,
+            help="""Seconds between liveness checks of all kernels (a poll of each provisioner's
+            known state; no I/O per kernel for remote provisioners). Default: 2.""",
+        ),
+        "KF_MONITOR_INTERVAL",
+    )
+    restart_dead_kernels = option(
+        Bool(
+            True,
+            help="""Restart a kernel that died on its own (as Jupyter servers do), up to
+            restart_limit times in a row. Default: true.""",
+        ),
+        "KF_RESTART_DEAD_KERNELS",
+    )
+    restart_limit = option(
+        Int(3, help="Consecutive automatic restarts before a kernel is left dead. Default: 3."),
+        "KF_RESTART_LIMIT",
+    )
+    kernel_log_dir = option(
+        Unicode(
+            "",
+            help="""Directory for the stdout/stderr logs of local kernels (one file per kernel
+            id, readable through GET /api/kernels/{id}/logs). Default: <data_dir>/logs.""",
+        ),
+        "KF_KERNEL_LOG_DIR",
+    )
+    iopub_buffer_messages = option(
+        Int(
+            10_000,
+            help="""Most iopub messages kept per disconnected websocket session for replay on
+            reconnect. Default: 10000.""",
+        ),
+        "KF_IOPUB_BUFFER_MESSAGES",
+    )
+    iopub_buffer_mb = option(
+        Int(64, help="Most megabytes kept per disconnected websocket session. Default: 64."),
+        "KF_IOPUB_BUFFER_MB",
+    )
+    iopub_buffer_seconds = option(
+        Float(
+            600.0,
+            help="""Seconds a disconnected session's buffer is kept before it is discarded.
+            Default: 600.""",
+        ),
+        "KF_IOPUB_BUFFER_SECONDS",
+    )
+
+    def __init__(self, catalog: KernelSpecCatalog, data_dir: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.catalog = catalog
+        self.data_dir = data_dir
+        self.records: dict[str, KernelRecord] = {}
+        self.context = zmq.asyncio.Context()
+        self._monitor: asyncio.Task[None] | None = None
+        self._stopping: dict[str, asyncio.Task[None]] = {}
+        self._failures: dict[str, int] = {}
+        self.on_kernel_removed: list[Callable[[str], Awaitable[None] | None]] = []
+
+    # -- settings -------------------------------------------------------------------------
+
+    def policy(self) -> pol.GatewayPolicy:
+        return pol.GatewayPolicy(
+            authorized_users=frozenset(self.authorized_users),
+            unauthorized_users=frozenset(self.unauthorized_users),
+            allowed_kernelspecs=frozenset(self.catalog.allowed_kernelspecs),
+            inherited_envs=tuple(self.inherited_envs),
+            client_envs=frozenset(self.client_envs),
+            default_launch_timeout=self.launch_timeout,
+            max_launch_timeout=self.max_launch_timeout,
+            max_kernels=self.max_kernels,
+            max_kernels_per_user=self.max_kernels_per_user,
+        )
+
+    def buffer_limits(self) -> BufferLimits:
+        return BufferLimits(
+            max_messages=self.iopub_buffer_messages,
+            max_bytes=self.iopub_buffer_mb * 1024 * 1024,
+            max_age_seconds=self.iopub_buffer_seconds,
+        )
+
+    # -- lookup ---------------------------------------------------------------------------
+
+    def visible(self, identity: Identity) -> list[KernelRecord]:
+        """The kernels *identity* may see: their own, or all for an admin."""
+        return [r for r in self.records.values() if identity.may_access(r.owner)]
+
+    def get(self, kernel_id: str, identity: Identity) -> KernelRecord:
+        """The record of *kernel_id* if *identity* may use it; others' kernels are 'not found'."""
+        record = self.records.get(kernel_id)
+        if record is None or not identity.may_access(record.owner):
+            raise NotFound(f"Kernel does not exist: {kernel_id}", reason="No Such Kernel")
+        return record
+
+    def _live_count(self, owner: str | None = None) -> int:
+        return sum(
+            1
+            for r in self.records.values()
+            if r.lifecycle is not Lifecycle.DEAD and (owner is None or r.owner == owner)
+        )
+
+    # -- start ----------------------------------------------------------------------------
+
+    async def start_kernel(self, identity: Identity, body: dict[str, Any]) -> KernelRecord:
+        """Validate, authorize, reserve a slot, launch and wait until the kernel is ready."""
+        gw = self.policy()
+        name = body.get("name") or await self.catalog.default_name()
+        pol.check_kernelspec_name(name)
+        pol.check_kernelspec_allowed(name, gw)
+        entry = await self.catalog.get(name)
+        req_env = pol.validate_request_env(body.get("env"))
+        owner = pol.resolve_owner(identity.user, identity.admin, req_env)
+        pol.check_user_allowed(owner, name, entry.policy, gw)
+        timeout = pol.launch_timeout(req_env, entry.policy, gw)
+        if "KERNEL_ID" in req_env:
+            kernel_id = pol.check_kernel_id(req_env["KERNEL_ID"])
+            if kernel_id in self.records:
+                raise Conflict(f"A kernel with id {kernel_id} already exists.")
+        else:
+            kernel_id = str(uuid.uuid4())
+        env = pol.kernel_env(req_env, os.environ, gw, kernel_id=kernel_id, username=owner)
+
+        # Check and reserve with no await in between: concurrent requests cannot overshoot.
+        if gw.max_kernels and self._live_count() >= gw.max_kernels:
+            raise LimitReached(
+                f"The gateway runs its maximum of {gw.max_kernels} kernels. "
+                "Shut down a kernel you no longer need, or ask an administrator to raise "
+                "max_kernels."
+            )
+        if gw.max_kernels_per_user and self._live_count(owner) >= gw.max_kernels_per_user:
+            raise LimitReached(
+                f"User '{owner}' already runs {gw.max_kernels_per_user} kernels, the maximum "
+                "per user. Shut one down first."
+            )
+        record = KernelRecord(
+            id=kernel_id, name=name, owner=owner, env=env, launch_timeout=timeout
+        )
+        self.records[kernel_id] = record
+        self.log.info("starting kernel %s (%s) for %s", kernel_id, name, owner)
+        try:
+            async with asyncio.timeout(timeout):
+                await self._launch(record, entry)
+        except TimeoutError:
+            await self._discard(record)
+            where = f" on {record.host}" if record.host else ""
+            raise LaunchTimeout(
+                f"Kernel '{name}'{where} did not become ready within {timeout:g} s. Its log "
+                "may say why; raise KERNEL_LAUNCH_TIMEOUT or the kernelspec's launch_timeout "
+                "if it is just slow."
+            ) from None
+        except asyncio.CancelledError:
+            await asyncio.shield(self._discard(record))
+            raise
+        except PublicError:
+            await self._discard(record)
+            raise
+        except Exception as exc:
+            self.log.exception("kernel %s (%s) failed to start", kernel_id, name)
+            await self._discard(record)
+            raise LaunchFailed(f"Kernel '{name}' failed to start: {_describe(exc)}") from None
+        record.lifecycle = Lifecycle.RUNNING
+        record.touch("idle")
+        self.log.info("kernel %s ready%s", kernel_id, f" on {record.host}" if record.host else "")
+        return record
+
+    def _provisioner_name(self, entry: SpecEntry) -> str:
+        meta = entry.spec.get("metadata") or {}
+        stanza = meta.get("kernel_provisioner") if isinstance(meta, dict) else None
+        if isinstance(stanza, dict) and isinstance(stanza.get("provisioner_name"), str):
+            return str(stanza["provisioner_name"])
+        return LOCAL_PROVISIONER
+
+    async def _launch(self, record: KernelRecord, entry: SpecEntry) -> None:
+        km = AsyncKernelManager(
+            kernel_name=entry.name,
+            kernel_spec_manager=self.catalog.kernel_spec_manager_for_launch(),
+            parent=self,
+        )
+        record.manager = km
+        kwargs: dict[str, Any] = {"env": record.env, "kernel_id": record.id}
+        if self._provisioner_name(entry) == LOCAL_PROVISIONER:
+            kwargs["cwd"] = await asyncio.to_thread(_working_dir, record.env)
+            log_file = await asyncio.to_thread(self._open_log, record)
+            if log_file is not None:
+                kwargs["stdout"] = log_file
+                kwargs["stderr"] = subprocess.STDOUT
+        await km.start_kernel(**kwargs)
+        await self._connect(record)
+
+    def _open_log(self, record: KernelRecord) -> Any:
+        directory = self.kernel_log_dir or os.path.join(self.data_dir, "logs")
+        try:
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+            path = os.path.join(directory, f"{record.id}.log")
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        except OSError as exc:
+            self.log.warning("cannot write kernel log in %s: %s", directory, exc)
+            return None
+        record.log_path = path
+        record.log_file = os.fdopen(fd, "ab", buffering=0)
+        return record.log_file
+
+    async def _connect(self, record: KernelRecord) -> None:
+        assert record.manager is not None
+        info = dict(record.manager.get_connection_info())
+        if record.channels is None:
+            record.channels = KernelChannels(
+                self.context, info, lambda msg: _on_iopub(record, msg), self.buffer_limits()
+            )
+            record.channels.start()
+        else:
+            await record.channels.reset(info)
+        await record.channels.wait_ready()
+
+    async def _discard(self, record: KernelRecord) -> None:
+        """Remove a kernel that failed to start; leave nothing running."""
+        await self._destroy(record, now=True)
+
+    async def _destroy(self, record: KernelRecord, *, now: bool) -> None:
+        record.lifecycle = Lifecycle.STOPPING
+        km = record.manager
+        try:
+            if km is not None and km.provisioner is not None:
+                if km.has_kernel:
+                    await km.shutdown_kernel(now=now)
+                else:
+                    await km.provisioner.cleanup(restart=False)
+                    km.cleanup_resources(restart=False)
+        except Exception:
+            self.log.exception("error while stopping kernel %s", record.id)
+            with contextlib.suppress(Exception):
+                if km is not None and km.provisioner is not None:
+                    await km.provisioner.kill()
+        finally:
+            if record.channels is not None:
+                await record.channels.close()
+            if record.log_file is not None:
+                record.log_file.close()
+                record.log_file = None
+            record.lifecycle = Lifecycle.DEAD
+            record.execution_state = "dead"
+            self.records.pop(record.id, None)
+            self._failures.pop(record.id, None)
+            for callback in self.on_kernel_removed:
+                result = callback(record.id)
+                if asyncio.iscoroutine(result):
+                    await result
+
+    # -- actions --------------------------------------------------------------------------
+
+    async def shutdown_kernel(self, kernel_id: str, identity: Identity) -> None:
+        """Shut a kernel down gracefully (idempotent: a second call waits for the first)."""
+        record = self.get(kernel_id, identity)
+        task = self._stopping.get(kernel_id)
+        if task is None:
+            task = asyncio.create_task(self._shutdown(record))
+            self._stopping[kernel_id] = task
+            task.add_done_callback(lambda _t: self._stopping.pop(kernel_id, None))
+        await asyncio.shield(task)
+
+    async def _shutdown(self, record: KernelRecord) -> None:
+        self.log.info("shutting down kernel %s", record.id)
+        async with record.lock:
+            await self._destroy(record, now=record.lifecycle is Lifecycle.DEAD)
+
+    async def interrupt_kernel(self, kernel_id: str, identity: Identity) -> None:
+        record = self.get(kernel_id, identity)
+        if record.manager is None or not record.alive:
+            raise Conflict(f"Kernel {kernel_id} is {record.lifecycle.value}; it cannot be "
+                           "interrupted.")
+        await record.manager.interrupt_kernel()
+        record.touch()
+
+    async def restart_kernel(self, kernel_id: str, identity: Identity) -> KernelRecord:
+        """Restart in place (same kernelspec, same host for remote provisioners), same id."""
+        record = self.get(kernel_id, identity)
+        async with record.lock:
+            if record.lifecycle is Lifecycle.STOPPING or record.manager is None:
+                raise Conflict(f"Kernel {kernel_id} is shutting down; it cannot be restarted.")
+            await self._restart(record, now=False)
+        return record
+
+    async def _restart(self, record: KernelRecord, *, now: bool) -> None:
+        assert record.manager is not None
+        record.lifecycle = Lifecycle.RESTARTING
+        record.touch("restarting")
+        if record.channels is not None:
+            record.channels.broadcast(status_message("restarting"))
+        try:
+            async with asyncio.timeout(record.launch_timeout):
+                await record.manager.restart_kernel(now=now)
+                await self._connect(record)
+        except (TimeoutError, Exception) as exc:
+            record.lifecycle = Lifecycle.DEAD
+            record.touch("dead")
+            if record.channels is not None:
+                record.channels.broadcast(status_message("dead"))
+            where = f" on {record.host}" if record.host else ""
+            detail = (
+                f"did not become ready within {record.launch_timeout:g} s"
+                if isinstance(exc, TimeoutError)
+                else f"failed: {_describe(exc)}"
+            )
+            raise LaunchFailed(f"Restart of kernel {record.id}{where} {detail}.") from None
+        record.restart_count += 1
+        record.lifecycle = Lifecycle.RUNNING
+        record.touch("idle")
+
+    # -- liveness -------------------------------------------------------------------------
+
+    def start_monitor(self) -> None:
+        if self._monitor is None:
+            self._monitor = asyncio.create_task(self._monitor_loop(), name="kernel-monitor")
+
+    async def _monitor_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.monitor_interval)
+            for record in list(self.records.values()):
+                if record.lifecycle is not Lifecycle.RUNNING or record.lock.locked():
+                    continue
+                km = record.manager
+                if km is None or km.provisioner is None:
+                    continue
+                try:
+                    code = await km.provisioner.poll()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    self.log.exception("poll of kernel %s failed", record.id)
+                    continue
+                if code is not None:
+                    await self._on_death(record, code)
+
+    async def _on_death(self, record: KernelRecord, code: int) -> None:
+        failures = self._failures.get(record.id, 0)
+        self.log.warning("kernel %s died (exit %s)", record.id, code)
+        if self.restart_dead_kernels and failures < self.restart_limit:
+            self._failures[record.id] = failures + 1
+            async with record.lock:
+                try:
+                    await self._restart(record, now=True)
+                except PublicError as exc:
+                    self.log.error("automatic restart of %s failed: %s", record.id, exc.message)
+            return
+        record.lifecycle = Lifecycle.DEAD
+        record.touch("dead")
+        record.reason = f"Kernel died (exit status {code})."
+        if record.channels is not None:
+            record.channels.broadcast(status_message("dead"))
+
+    # -- whole registry -------------------------------------------------------------------
+
+    async def close(self, *, shutdown_kernels: bool = True) -> None:
+        """Stop the monitor; shut every kernel down, or leave them running for a reattach."""
+        if self._monitor is not None:
+            self._monitor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._monitor
+            self._monitor = None
+        records = list(self.records.values())
+        if shutdown_kernels:
+            await asyncio.gather(*(self._shutdown(r) for r in records), return_exceptions=True)
+        else:
+            for record in records:
+                if record.channels is not None:
+                    await record.channels.close()
+                if record.log_file is not None:
+                    record.log_file.close()
+            self.records.clear()
+        self.context.destroy(linger=0)
+
+    def touch_from_client(self, record: KernelRecord) -> None:
+        record.last_activity = utcnow()
+
+
+def _on_iopub(record: KernelRecord, msg: KernelMessage) -> None:
+    state = None
+    if msg.msg_type == "status":
+        with contextlib.suppress(ValueError):
+            state = msg.content().get("execution_state")
+    record.touch(state if record.lifecycle is Lifecycle.RUNNING else None)
+
+
+def _working_dir(env: dict[str, str]) -> str | None:
+    """``KERNEL_WORKING_DIR`` is a path on the notebook server's host: use it only if it exists."""
+    path = env.get("KERNEL_WORKING_DIR")
+    if path and os.path.isdir(path):
+        return path
+    return None
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text if len(text) < 500 else text[:500] + "…"

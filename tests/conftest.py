@@ -1,0 +1,93 @@
+"""Shared fixtures: boot the real gateway in-process on 127.0.0.1:0 with real kernels."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from traitlets.config import Config
+
+from kernelfleet.client import GatewayClient
+from kernelfleet.gateway.app import Gateway
+
+TOKEN = "test-token"
+
+
+def make_config(**sections: dict[str, Any]) -> Config:
+    cfg = Config()
+    cfg.Gateway.ip = "127.0.0.1"
+    cfg.Gateway.port = 0
+    cfg.Authenticator.token = TOKEN
+    for section, values in sections.items():
+        for key, value in values.items():
+            cfg[section][key] = value
+    return cfg
+
+
+@contextlib.asynccontextmanager
+async def temp_gateway(**sections: dict[str, Any]) -> AsyncIterator[Gateway]:
+    """``async with temp_gateway(KernelRegistry={"max_kernels": 2}) as gw:`` — a whole gateway."""
+    gw = Gateway(config=make_config(**sections))
+    await gw.start()
+    try:
+        yield gw
+    finally:
+        await gw.stop(shutdown_kernels=True)
+
+
+def client_for(gw: Gateway, token: str = TOKEN, **kwargs: Any) -> GatewayClient:
+    return GatewayClient(gw.url, token=token, **kwargs)
+
+
+@pytest.fixture
+def kernelspec_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private Jupyter path with a 'python3' spec for this interpreter (plus extras tests add)."""
+    root = tmp_path / "jupyter"
+    kdir = root / "kernels" / "python3"
+    kdir.mkdir(parents=True)
+    (kdir / "kernel.json").write_text(
+        '{"argv": ["%s", "-m", "ipykernel_launcher", "-f", "{connection_file}"],'
+        ' "display_name": "Python 3", "language": "python", "metadata": {}}' % sys.executable
+    )
+    logo = Path(sys.prefix) / "share/jupyter/kernels/python3/logo-64x64.png"
+    if logo.exists():
+        (kdir / "logo-64x64.png").write_bytes(logo.read_bytes())
+    monkeypatch.setenv("JUPYTER_PATH", str(root))
+    monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / "runtime"))
+    return root
+
+
+@pytest.fixture
+async def gateway(kernelspec_dir: Path) -> AsyncIterator[Gateway]:
+    async with temp_gateway() as gw:
+        yield gw
+
+
+@pytest.fixture
+def client(gateway: Gateway) -> GatewayClient:
+    return client_for(gateway)
+
+
+def add_kernelspec(root: Path, name: str, spec: dict[str, Any]) -> Path:
+    import json
+
+    kdir = root / "kernels" / name
+    kdir.mkdir(parents=True, exist_ok=True)
+    base = {
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": name,
+        "language": "python",
+        "metadata": {},
+    }
+    base.update(spec)
+    (kdir / "kernel.json").write_text(json.dumps(base))
+    return kdir
+
+
+os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
