@@ -7,6 +7,7 @@ file (``kernelfleet_config.py`` in the config directory, or ``--config``), the c
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import os
 import signal
@@ -46,9 +47,7 @@ def configurable_classes() -> list[type[Configurable]]:
 
 
 def default_config_dir() -> str:
-    return os.environ.get("KF_CONFIG_DIR") or os.path.join(
-        os.path.expanduser("~"), ".kernelfleet"
-    )
+    return os.environ.get("KF_CONFIG_DIR") or os.path.join(os.path.expanduser("~"), ".kernelfleet")
 
 
 class ServeApp(Application):
@@ -113,7 +112,7 @@ class ServeApp(Application):
 
     def initialize(self, argv: Any = None) -> None:
         self.parse_command_line(argv)
-        cli_config = self.config.copy()
+        cli_config = copy.deepcopy(self.config)
         try:
             env_config = config_from_env(configurable_classes())
         except EnvError as exc:

@@ -216,7 +216,7 @@ class Gateway(LoggingConfigurable):
                 last = exc
         raise OSError(
             errno.EADDRINUSE,
-            f"Ports {self.port}–{self.port + tries - 1} on {self.ip} are all in use "
+            f"Ports {self.port}-{self.port + tries - 1} on {self.ip} are all in use "
             f"({last}); choose another --port.",
         )
 
@@ -235,7 +235,7 @@ class Gateway(LoggingConfigurable):
     def url(self) -> str:
         scheme = "https" if self.certfile else "http"
         host = f"[{self.ip}]" if ":" in self.ip else self.ip
-        if host in {"0.0.0.0", "[::]", ""}:  # noqa: S104 - display only
+        if host in {"0.0.0.0", "[::]", ""}:
             host = "127.0.0.1"
         return f"{scheme}://{host}:{self.bound_port}{normalize_base_url(self.base_url)}"
 
@@ -271,8 +271,10 @@ def _log_request(handler: web.RequestHandler) -> None:
 
         log = logging.getLogger("kernelfleet.access")
     level = 20 if status < 400 else 30
-    if status < 400 and handler.request.method == "GET" and handler.request.path.endswith(
-        "/api/kernels"
+    if (
+        status < 400
+        and handler.request.method == "GET"
+        and handler.request.path.endswith("/api/kernels")
     ):
         level = 10  # JupyterLab polls the kernel list; keep the log readable
     log.log(

@@ -119,8 +119,9 @@ class BaseHandler(web.RequestHandler):
             if self._finished:
                 return
             level = logging.WARNING if e.status >= 500 else logging.INFO
-            log.log(level, "%s %s -> %d %s", self.request.method, self.request.uri,
-                    e.status, e.message)
+            log.log(
+                level, "%s %s -> %d %s", self.request.method, self.request.uri, e.status, e.message
+            )
             self.send_error(e.status, reason=e.reason, exc_info=(type(e), e, e.__traceback__))
             return
         super()._handle_request_exception(e)

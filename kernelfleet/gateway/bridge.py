@@ -89,6 +89,7 @@ class KernelConnection:
         self,
         record: KernelRecord,
         channels: KernelChannels,
+        *,
         session_id: str,
         protocol: str | None,
         settings: BridgeSettings,
@@ -201,4 +202,3 @@ def pick_subprotocol(offered: list[str], settings: BridgeSettings) -> str | None
     if settings.allow_v1_protocol and V1_PROTOCOL in offered:
         return V1_PROTOCOL
     return None
-

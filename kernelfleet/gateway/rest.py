@@ -14,7 +14,7 @@ from importlib import resources
 from typing import Any
 
 import jupyter_server
-from tornado import web
+from tornado.escape import url_unescape
 
 from kernelfleet import __version__
 from kernelfleet.errors import NotFound
@@ -24,9 +24,7 @@ from kernelfleet.kernels.record import kernel_model
 
 class ApiHandler(BaseHandler):
     def get(self) -> None:
-        self.write_json(
-            {"version": jupyter_server.__version__, "kernelfleet_version": __version__}
-        )
+        self.write_json({"version": jupyter_server.__version__, "kernelfleet_version": __version__})
 
 
 class SpecYamlHandler(BaseHandler):
@@ -68,7 +66,7 @@ class KernelSpecsHandler(BaseHandler):
 
 class KernelSpecHandler(BaseHandler):
     async def get(self, name: str) -> None:
-        entry = await self.kf.catalog.get(web.escape.url_unescape(name))
+        entry = await self.kf.catalog.get(url_unescape(name))
         self.write_json(entry.model(self.kf.base_url))
 
 
@@ -80,7 +78,7 @@ class KernelSpecResourceHandler(BaseHandler):
         await self._serve(name, path, include_body=False)
 
     async def _serve(self, name: str, path: str, *, include_body: bool) -> None:
-        full = await self.kf.catalog.resource_file(web.escape.url_unescape(name), path)
+        full = await self.kf.catalog.resource_file(url_unescape(name), path)
         mime, _ = mimetypes.guess_type(full)
         self.set_header("Content-Type", mime or "application/octet-stream")
         self.set_header("Cache-Control", "max-age=3600")

@@ -55,10 +55,10 @@ class KernelWebsocketHandler(websocket.WebSocketHandler, BaseHandler):
         self.connection = KernelConnection(
             record,
             record.channels,
-            session_id,
-            self.selected_subprotocol,
-            self.kf.bridge,
-            self._send,
+            session_id=session_id,
+            protocol=self.selected_subprotocol,
+            settings=self.kf.bridge,
+            send=self._send,
         )
         self.connection.on_gone = self._kernel_gone
         self.connection.open()

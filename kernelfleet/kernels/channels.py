@@ -257,9 +257,7 @@ class KernelChannels:
                 msg = self.session.msg("kernel_info_request", {})
                 await sock.send_multipart(self.session.serialize(msg))
                 while True:
-                    reply = parse_kernel_message(
-                        self.session, "shell", await sock.recv_multipart()
-                    )
+                    reply = parse_kernel_message(self.session, "shell", await sock.recv_multipart())
                     if reply.parent_msg_id() == msg["header"]["msg_id"]:
                         break
                 if self._iopub_seen.is_set():

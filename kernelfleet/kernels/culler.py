@@ -99,7 +99,11 @@ class Culler(LoggingConfigurable):
             idle = (now - record.last_activity).total_seconds()
             self.log.info(
                 "culling kernel %s (%s, owner %s): idle %.0f s, state %s, %d connection(s)",
-                record.id, record.name, record.owner, idle, record.execution_state,
+                record.id,
+                record.name,
+                record.owner,
+                idle,
+                record.execution_state,
                 record.connections,
             )
             try:

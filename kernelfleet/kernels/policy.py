@@ -46,7 +46,7 @@ class SpecPolicy:
         return cls(
             authorized_users=frozenset(_user_list(cfg.get("authorized_users"))),
             unauthorized_users=frozenset(_user_list(cfg.get("unauthorized_users"))),
-            launch_timeout=float(timeout) if _is_number(timeout) else None,
+            launch_timeout=float(timeout) if timeout is not None and _is_number(timeout) else None,
         )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import os
 import subprocess
 import uuid
@@ -247,9 +248,7 @@ class KernelRegistry(LoggingConfigurable):
                 f"User '{owner}' already runs {gw.max_kernels_per_user} kernels, the maximum "
                 "per user. Shut one down first."
             )
-        record = KernelRecord(
-            id=kernel_id, name=name, owner=owner, env=env, launch_timeout=timeout
-        )
+        record = KernelRecord(id=kernel_id, name=name, owner=owner, env=env, launch_timeout=timeout)
         self.records[kernel_id] = record
         self.log.info("starting kernel %s (%s) for %s", kernel_id, name, owner)
         try:
@@ -340,7 +339,9 @@ class KernelRegistry(LoggingConfigurable):
                     await km.shutdown_kernel(now=now)
                 else:
                     await km.provisioner.cleanup(restart=False)
-                    km.cleanup_resources(restart=False)
+                    pending = km.cleanup_resources(restart=False)
+                    if inspect.isawaitable(pending):
+                        await pending
         except Exception:
             self.log.exception("error while stopping kernel %s", record.id)
             with contextlib.suppress(Exception):
@@ -381,8 +382,9 @@ class KernelRegistry(LoggingConfigurable):
     async def interrupt_kernel(self, kernel_id: str, identity: Identity) -> None:
         record = self.get(kernel_id, identity)
         if record.manager is None or not record.alive:
-            raise Conflict(f"Kernel {kernel_id} is {record.lifecycle.value}; it cannot be "
-                           "interrupted.")
+            raise Conflict(
+                f"Kernel {kernel_id} is {record.lifecycle.value}; it cannot be interrupted."
+            )
         await record.manager.interrupt_kernel()
         record.touch()
 

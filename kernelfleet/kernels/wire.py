@@ -117,7 +117,7 @@ class KernelMessage:
     def v1(self) -> bytes:
         out = self._encoded.get("v1")
         if out is None:
-            out = serialize_msg_to_ws_v1(self.parts, self.channel)
+            out = serialize_msg_to_ws_v1(self.parts, self.channel)  # type: ignore[no-untyped-call]
             self._encoded["v1"] = out
         return out
 
@@ -172,10 +172,10 @@ def parse_client_frame(data: str | bytes, protocol: str | None) -> tuple[str, li
     """
     try:
         if protocol == V1_PROTOCOL and isinstance(data, bytes):
-            channel, parts = deserialize_msg_from_ws_v1(data)
+            channel, parts = deserialize_msg_from_ws_v1(data)  # type: ignore[no-untyped-call]
             parts = [bytes(p) for p in parts]
         elif isinstance(data, bytes):
-            msg = deserialize_binary_message(data)
+            msg = deserialize_binary_message(data)  # type: ignore[no-untyped-call]
             channel, parts = _parts_from_dict(msg)
         else:
             msg = json.loads(data)

@@ -62,6 +62,14 @@ def _scan_resources(resource_dir: str) -> tuple[str, ...]:
     return tuple(n for n in names if n.startswith("logo-") or n in RESOURCE_FILES)
 
 
+def _contained_file(directory: str, path: str) -> str | None:
+    root = os.path.realpath(directory)
+    full = os.path.realpath(os.path.join(root, path))
+    if full.startswith(root + os.sep) and os.path.isfile(full):
+        return full
+    return None
+
+
 class KernelSpecCatalog(LoggingConfigurable):
     """Finds kernelspecs and renders their API models."""
 
@@ -149,9 +157,8 @@ class KernelSpecCatalog(LoggingConfigurable):
     async def resource_file(self, name: str, path: str) -> str:
         """Absolute path of resource *path* of kernelspec *name*; refuses traversal."""
         entry = await self.get(name)
-        root = os.path.realpath(entry.resource_dir)
-        full = os.path.realpath(os.path.join(root, path))
-        if not full.startswith(root + os.sep) or not os.path.isfile(full):
+        full = await asyncio.to_thread(_contained_file, entry.resource_dir, path)
+        if full is None:
             raise NotFound(f"Kernelspec '{name}' has no resource '{path}'.")
         return full
 

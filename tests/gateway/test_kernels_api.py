@@ -62,7 +62,7 @@ async def test_restart_keeps_the_id_and_loses_the_state(client: GatewayClient) -
     await ws.execute("x = 41")
     restarted = await client.call("POST", f"/api/kernels/{model['id']}/restart", {})
     assert restarted["id"] == model["id"]
-    reply, iopub = await ws.execute("print('x' in globals())")
+    _reply, iopub = await ws.execute("print('x' in globals())")
     assert stdout_of(iopub) == "False\n"
     ws.close()
     await client.shutdown_kernel(model["id"])
@@ -107,7 +107,8 @@ async def test_reconnect_with_same_session_replays_output_produced_while_away(
 ) -> None:
     model = await client.start_kernel()
     ws = await client.connect(model["id"], session_id="sess-1")
-    await ws.send(ws.make("execute_request", {"code": "import time; time.sleep(0.5); print('late')"}))
+    code = "import time; time.sleep(0.5); print('late')"
+    await ws.send(ws.make("execute_request", {"code": code}))
     ws.close()
     await asyncio.sleep(1.5)
     ws2 = await client.connect(model["id"], session_id="sess-1")
