@@ -51,8 +51,8 @@ def kernelspec_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     kdir = root / "kernels" / "python3"
     kdir.mkdir(parents=True)
     (kdir / "kernel.json").write_text(
-        '{"argv": ["%s", "-m", "ipykernel_launcher", "-f", "{connection_file}"],'
-        ' "display_name": "Python 3", "language": "python", "metadata": {}}' % sys.executable
+        f'{{"argv": ["{sys.executable}", "-m", "ipykernel_launcher", "-f", "{{connection_file}}"],'
+        ' "display_name": "Python 3", "language": "python", "metadata": {}}'
     )
     logo = Path(sys.prefix) / "share/jupyter/kernels/python3/logo-64x64.png"
     if logo.exists():
