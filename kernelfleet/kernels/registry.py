@@ -133,6 +133,15 @@ class KernelRegistry(LoggingConfigurable):
         Int(3, help="Consecutive automatic restarts before a kernel is left dead. Default: 3."),
         "KF_RESTART_LIMIT",
     )
+    dead_kernel_retention = option(
+        Float(
+            30.0,
+            help="""Seconds a kernel that died (and could not be restarted) stays listed with
+            execution_state 'dead' before its record is removed and its resources cleaned up,
+            so clients see why it went away. Default: 30.""",
+        ),
+        "KF_DEAD_KERNEL_RETENTION",
+    )
     kernel_log_dir = option(
         Unicode(
             "",
@@ -171,6 +180,7 @@ class KernelRegistry(LoggingConfigurable):
         self._monitor: asyncio.Task[None] | None = None
         self._stopping: dict[str, asyncio.Task[None]] = {}
         self._failures: dict[str, int] = {}
+        self._removals: set[asyncio.Task[None]] = set()
         self.on_kernel_removed: list[Callable[[str], Awaitable[None] | None]] = []
 
     # -- settings -------------------------------------------------------------------------
@@ -446,7 +456,11 @@ class KernelRegistry(LoggingConfigurable):
                     self.log.exception("poll of kernel %s failed", record.id)
                     continue
                 if code is not None:
-                    await self._on_death(record, code)
+                    # Handled in its own task: a restart must not hold up everyone's checks.
+                    record.lifecycle = Lifecycle.RESTARTING
+                    task = asyncio.create_task(self._on_death(record, code))
+                    self._removals.add(task)
+                    task.add_done_callback(self._removals.discard)
 
     async def _on_death(self, record: KernelRecord, code: int) -> None:
         failures = self._failures.get(record.id, 0)
@@ -456,14 +470,30 @@ class KernelRegistry(LoggingConfigurable):
             async with record.lock:
                 try:
                     await self._restart(record, now=True)
+                    return
                 except PublicError as exc:
                     self.log.error("automatic restart of %s failed: %s", record.id, exc.message)
-            return
-        record.lifecycle = Lifecycle.DEAD
-        record.touch("dead")
-        record.reason = f"Kernel died (exit status {code})."
-        if record.channels is not None:
-            record.channels.broadcast(status_message("dead"))
+                    record.reason = exc.message
+        else:
+            record.lifecycle = Lifecycle.DEAD
+            record.touch("dead")
+            record.reason = f"Kernel died (exit status {code})."
+            if record.channels is not None:
+                record.channels.broadcast(status_message("dead"))
+        self._schedule_removal(record)
+
+    def _schedule_removal(self, record: KernelRecord) -> None:
+        """Remove a dead kernel's record after ``dead_kernel_retention`` seconds."""
+
+        async def remove() -> None:
+            await asyncio.sleep(self.dead_kernel_retention)
+            if self.records.get(record.id) is record and record.lifecycle is Lifecycle.DEAD:
+                self.log.info("removing dead kernel %s", record.id)
+                await self._shutdown(record)
+
+        task = asyncio.create_task(remove(), name=f"remove-{record.id}")
+        self._removals.add(task)
+        task.add_done_callback(self._removals.discard)
 
     # -- whole registry -------------------------------------------------------------------
 
@@ -474,6 +504,8 @@ class KernelRegistry(LoggingConfigurable):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._monitor
             self._monitor = None
+        for task in list(self._removals):
+            task.cancel()
         records = list(self.records.values())
         if shutdown_kernels:
             await asyncio.gather(*(self._shutdown(r) for r in records), return_exceptions=True)

@@ -90,3 +90,26 @@ async def test_a_kernel_that_dies_is_restarted_in_place(kernelspec_dir: Path) ->
         _, iopub = await ws.execute("import os; print(os.getpid())")
         assert int(stdout_of(iopub)) != pid
         ws.close()
+
+
+async def test_a_dead_kernel_is_reported_dead_then_removed(kernelspec_dir: Path) -> None:
+    cfg = {"KernelRegistry": {"monitor_interval": 0.3, "restart_dead_kernels": False,
+                              "dead_kernel_retention": 1.0}}
+    async with temp_gateway(**cfg) as gw:
+        c = client_for(gw)
+        model = await c.start_kernel()
+        ws = await c.connect(model["id"])
+        _, iopub = await ws.execute("import os; print(os.getpid())")
+        os.kill(int(stdout_of(iopub)), signal.SIGKILL)
+        async with asyncio.timeout(10):
+            while True:
+                msg = await ws.recv()
+                if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "dead":
+                    break
+        listed = await c.call("GET", f"/api/kernels/{model['id']}")
+        assert listed["execution_state"] == "dead" and "died" in listed["reason"]
+        async with asyncio.timeout(10):
+            while model["id"] in gw.registry.records:
+                await asyncio.sleep(0.1)
+        assert (await c.request("GET", f"/api/kernels/{model['id']}"))[0] == 404
+        ws.close()
