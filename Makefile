@@ -5,8 +5,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 # Debian packages the test suite drives for real: sshd for the SSH testbed hosts, Chromium for
 # the JupyterLab browser test, iproute2 for the network namespaces, Debian's ipykernel for the
-# impersonated (non-root) user's kernels on the testbed hosts (root's pyenv is not readable).
-SYSTEM_PACKAGES := openssh-server chromium iproute2 procps python3-ipykernel
+# impersonated (non-root) user's kernels on the testbed hosts (root's pyenv is not readable),
+# sudo for impersonation by a non-root SSH user, PostgreSQL for the shared kernel store.
+SYSTEM_PACKAGES := openssh-server chromium iproute2 procps python3-ipykernel sudo postgresql
 
 .PHONY: install system-deps run test test-fast lint bench clean
 
@@ -25,6 +26,8 @@ system-deps:
 	command -v ip >/dev/null 2>&1 || missing="$$missing iproute2"; \
 	command -v pgrep >/dev/null 2>&1 || missing="$$missing procps"; \
 	/usr/bin/python3 -c "import ipykernel" >/dev/null 2>&1 || missing="$$missing python3-ipykernel"; \
+	[ -x /usr/bin/sudo ] || missing="$$missing sudo"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \

@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import quote
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
+from tornado.iostream import StreamClosedError
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
 from kernelfleet.kernels.record import format_timestamp, utcnow
@@ -53,8 +54,9 @@ class GatewayClient:
         )
         try:
             resp = await AsyncHTTPClient().fetch(req, raise_error=False)
-        except HTTPClientError as exc:  # pragma: no cover - raise_error=False
-            resp = exc.response  # type: ignore[assignment]
+        except (HTTPClientError, StreamClosedError, OSError) as exc:
+            # No HTTP answer at all (connection reset, timeout): report it as tornado does.
+            return 599, str(exc)
         text = resp.body.decode() if resp.body else ""
         try:
             return resp.code, json.loads(text) if text else None

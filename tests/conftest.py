@@ -37,7 +37,7 @@ async def temp_gateway(**sections: dict[str, Any]) -> AsyncIterator[Gateway]:
     try:
         yield gw
     finally:
-        await gw.stop(shutdown_kernels=True)
+        await gw.stop(mode="shutdown")
 
 
 def client_for(gw: Gateway, token: str = TOKEN, **kwargs: Any) -> GatewayClient:

@@ -101,7 +101,7 @@ class ServeApp(Application):
         ),
         "debug": ({"Application": {"log_level": "DEBUG"}}, "Log at DEBUG level."),
         "leave-kernels-running": (
-            {"Gateway": {"shutdown_kernels_on_exit": False}},
+            {"Gateway": {"stop_mode": "leave"}},
             "On exit, leave kernels running instead of shutting them down.",
         ),
     }
@@ -167,9 +167,6 @@ class ServeApp(Application):
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
-        self.log.info(
-            "stopping: %s kernels",
-            "shutting down" if gateway.shutdown_kernels_on_exit else "leaving running",
-        )
+        self.log.info("stopping (stop_mode=%s)", gateway.stop_mode)
         await gateway.stop()
         self.log.info("stopped")

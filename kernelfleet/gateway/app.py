@@ -12,12 +12,13 @@ import errno
 import os
 import socket
 import ssl
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
 from jupyter_core.paths import jupyter_data_dir
 from tornado import httpserver, netutil, web
-from traitlets import Bool, Int, Unicode
+from traitlets import Bool, Enum, Int, Unicode
 from traitlets.config import LoggingConfigurable
 
 from kernelfleet.config import option
@@ -27,8 +28,12 @@ from kernelfleet.gateway.base import CorsSettings, NotFoundHandler, Services
 from kernelfleet.gateway.bridge import BridgeSettings
 from kernelfleet.gateway.websocket import KernelWebsocketHandler
 from kernelfleet.kernels.culler import Culler
+from kernelfleet.kernels.persistence import LOCAL_NAMES, Persister, provisioner_name
+from kernelfleet.kernels.record import KernelRecord
 from kernelfleet.kernels.registry import KernelRegistry
+from kernelfleet.kernels.secrets import SecretBox
 from kernelfleet.kernels.sessions import SessionStore
+from kernelfleet.kernels.store import KernelStore, open_store
 from kernelfleet.specs.catalog import KernelSpecCatalog
 
 
@@ -134,13 +139,51 @@ class Gateway(LoggingConfigurable):
         ),
         "KF_DATA_DIR",
     )
-    shutdown_kernels_on_exit = option(
+    stop_mode = option(
+        Enum(
+            ["auto", "shutdown", "leave"],
+            default_value="auto",
+            help="""What happens to kernels when the gateway stops (SIGTERM/SIGINT). 'shutdown':
+            every kernel is shut down. 'leave': every kernel keeps running and the next gateway
+            on the same store reattaches it (needs persistence). 'auto' (default): with
+            persistence, remote kernels are left running and local kernels shut down; without
+            persistence, all are shut down.""",
+        ),
+        "KF_STOP_MODE",
+    )
+    persistence = option(
         Bool(
             True,
-            help="""On SIGTERM/SIGINT, shut every kernel down (true, default) or leave them
-            running for a later gateway to reattach (false).""",
+            help="""Keep kernel records in a store so a restarted gateway reattaches to the
+            kernels still running. Default: true.""",
         ),
-        "KF_SHUTDOWN_KERNELS_ON_EXIT",
+        "KF_PERSISTENCE",
+    )
+    kernel_store = option(
+        Unicode(
+            "",
+            help="""Where kernel records are kept: empty (default) for SQLite in the data
+            directory; sqlite:////abs/path.sqlite; or postgresql://user@host/db (several
+            gateways on one database serve the same kernels).""",
+        ),
+        "KF_KERNEL_STORE",
+    )
+    secret_key_file = option(
+        Unicode(
+            "",
+            help="""File holding the key that encrypts kernel secrets in the store (created
+            with mode 0600 if missing). Keep it out of database backups; gateways sharing a
+            store need the same file. Default: <data_dir>/secret/store.key.""",
+        ),
+        "KF_SECRET_KEY_FILE",
+    )
+    gateway_id = option(
+        Unicode(
+            "",
+            help="""Name of this gateway in kernel records (for several gateways on one
+            store). Default: <hostname>:<pid>.""",
+        ),
+        "KF_GATEWAY_ID",
     )
 
     def __init__(self, **kwargs: Any) -> None:
@@ -149,7 +192,17 @@ class Gateway(LoggingConfigurable):
             self.data_dir = os.path.join(jupyter_data_dir(), "kernelfleet")
         self.auth = Authenticator(parent=self)
         self.catalog = KernelSpecCatalog(parent=self)
-        self.registry = KernelRegistry(self.catalog, self.data_dir, parent=self)
+        self.store: KernelStore | None = None
+        persister = None
+        if self.persistence:
+            self.store = open_store(self.kernel_store, self.data_dir)
+            key_file = self.secret_key_file or os.path.join(self.data_dir, "secret", "store.key")
+            persister = Persister(
+                self.store,
+                SecretBox.from_file(key_file),
+                self.gateway_id or f"{socket.gethostname()}:{os.getpid()}",
+            )
+        self.registry = KernelRegistry(self.catalog, self.data_dir, persister, parent=self)
         self.culler = Culler(self.registry, parent=self)
         self.bridge = BridgeSettings(parent=self)
         self.sessions = SessionStore(self.registry)
@@ -221,6 +274,18 @@ class Gateway(LoggingConfigurable):
         )
 
     async def start(self) -> None:
+        if self.store is not None:
+            await self.store.open()
+            report = await self.registry.reattach()
+            if report.reattached or report.gone or report.orphans_stopped or report.failed:
+                self.log.info(
+                    "kernels from the store: %d reattached, %d gone, %d unfinished launches "
+                    "stopped, %d failed",
+                    report.reattached,
+                    report.gone,
+                    report.orphans_stopped,
+                    report.failed,
+                )
         app = self.make_app()
         self.server = httpserver.HTTPServer(
             app, ssl_options=self._ssl_context(), xheaders=self.trust_xheaders
@@ -239,13 +304,21 @@ class Gateway(LoggingConfigurable):
             host = "127.0.0.1"
         return f"{scheme}://{host}:{self.bound_port}{normalize_base_url(self.base_url)}"
 
-    async def stop(self, *, shutdown_kernels: bool | None = None) -> None:
-        """Stop accepting requests, then shut kernels down (or leave them running)."""
+    def _doomed_on_stop(self, mode: str) -> bool | Callable[[KernelRecord], bool]:
+        if mode == "shutdown" or self.store is None:
+            return True
+        if mode == "leave":
+            return False
+        return lambda record: provisioner_name(record.spec) in LOCAL_NAMES
+
+    async def stop(self, *, mode: str | None = None) -> None:
+        """Stop accepting requests, then shut kernels down or leave them running (stop_mode)."""
         if self.server is not None:
             self.server.stop()
         await self.culler.stop()
-        keep = self.shutdown_kernels_on_exit if shutdown_kernels is None else shutdown_kernels
-        await self.registry.close(shutdown_kernels=keep)
+        await self.registry.close(shutdown_kernels=self._doomed_on_stop(mode or self.stop_mode))
+        if self.store is not None:
+            await self.store.close()
         if self.server is not None:
             await asyncio.wait_for(self.server.close_all_connections(), 5)
             self.server = None

@@ -97,7 +97,8 @@ def _read_bytes(path: str) -> bytes:
 
 
 class KernelsHandler(BaseHandler):
-    def get(self) -> None:
+    async def get(self) -> None:
+        await self.kf.registry.refresh()
         records = self.kf.registry.visible(self.identity)
         self.write_json([kernel_model(r) for r in records])
 
@@ -108,8 +109,8 @@ class KernelsHandler(BaseHandler):
 
 
 class KernelHandler(BaseHandler):
-    def get(self, kernel_id: str) -> None:
-        self.write_json(kernel_model(self.kf.registry.get(kernel_id, self.identity)))
+    async def get(self, kernel_id: str) -> None:
+        self.write_json(kernel_model(await self.kf.registry.find(kernel_id, self.identity)))
 
     async def delete(self, kernel_id: str) -> None:
         await self.kf.registry.shutdown_kernel(kernel_id, self.identity)
@@ -133,7 +134,7 @@ class KernelLogsHandler(BaseHandler):
     """The kernel's stdout/stderr, for its owner and admins: "my kernel died" without a shell."""
 
     async def get(self, kernel_id: str) -> None:
-        record = self.kf.registry.get(kernel_id, self.identity)
+        record = await self.kf.registry.find(kernel_id, self.identity)
         max_bytes = _int_arg(self.get_query_argument("max_bytes", None), 65536)
         text: str | None = None
         prov = record.manager.provisioner if record.manager is not None else None

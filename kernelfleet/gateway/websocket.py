@@ -32,7 +32,7 @@ class KernelWebsocketHandler(websocket.WebSocketHandler, BaseHandler):
         BaseHandler.prepare(self)
 
     async def get(self, *args: Any, **kwargs: Any) -> None:
-        record = self.kf.registry.get(kwargs["kernel_id"], self.identity)
+        record = await self.kf.registry.find(kwargs["kernel_id"], self.identity)
         if record.channels is None:
             raise Conflict(f"Kernel {record.id} is not running yet; connect after it started.")
         self.record = record

@@ -106,6 +106,7 @@ class KernelChannels:
         self._iopub: zmq.asyncio.Socket | None = None
         self._reader: asyncio.Task[None] | None = None
         self._iopub_seen = asyncio.Event()
+        self._idle_waiters: dict[str, asyncio.Future[None]] = {}
         self._closed = False
 
     # -- sockets --------------------------------------------------------------------------
@@ -179,11 +180,23 @@ class KernelChannels:
                 log.warning("dropping iopub message: %s", exc)
                 continue
             self._iopub_seen.set()
+            if self._idle_waiters and msg.msg_type == "status":
+                self._resolve_idle(msg)
             self._on_message(msg)
             for listener in tuple(self.listeners):
                 listener.deliver(msg)
             if self._buffers:
                 self._buffer(msg)
+
+    def _resolve_idle(self, msg: KernelMessage) -> None:
+        waiter = self._idle_waiters.get(msg.parent_msg_id() or "")
+        if waiter is not None and not waiter.done():
+            try:
+                state = msg.content().get("execution_state")
+            except ValueError:
+                return
+            if state == "idle":
+                waiter.set_result(None)
 
     def _buffer(self, msg: KernelMessage) -> None:
         now = time.monotonic()
@@ -249,25 +262,34 @@ class KernelChannels:
     async def wait_ready(self) -> dict[str, Any]:
         """Wait until the kernel answers ``kernel_info`` and its iopub reaches us.
 
-        Returns the ``kernel_info_reply`` content. The caller bounds the wait with its timeout.
+        Done when the ``idle`` status of one of our requests arrives on iopub: then the
+        subscription is live and no status of the handshake is still in flight (it would
+        otherwise flip the kernel's state to busy after it was reported idle). Returns the
+        ``kernel_info_reply`` content. The caller bounds the wait with its timeout.
         """
         sock = self.socket("shell", identity=f"kf-ready-{uuid.uuid4().hex[:8]}".encode())
+        loop = asyncio.get_running_loop()
         try:
             while True:
                 msg = self.session.msg("kernel_info_request", {})
-                await sock.send_multipart(self.session.serialize(msg))
-                while True:
-                    reply = parse_kernel_message(self.session, "shell", await sock.recv_multipart())
-                    if reply.parent_msg_id() == msg["header"]["msg_id"]:
-                        break
-                if self._iopub_seen.is_set():
-                    return reply.content()
-                # The reply came back before our iopub subscription was live; the kernel
-                # publishes busy/idle for every request, so the next one proves it.
+                msg_id = msg["header"]["msg_id"]
+                idle: asyncio.Future[None] = loop.create_future()
+                self._idle_waiters[msg_id] = idle
                 try:
-                    await asyncio.wait_for(self._iopub_seen.wait(), 0.05)
-                    return reply.content()
-                except TimeoutError:
-                    continue
+                    await sock.send_multipart(self.session.serialize(msg))
+                    while True:
+                        reply = parse_kernel_message(
+                            self.session, "shell", await sock.recv_multipart()
+                        )
+                        if reply.parent_msg_id() == msg_id:
+                            break
+                    # If the subscription was not live yet, the idle never comes: ask again.
+                    try:
+                        await asyncio.wait_for(idle, 0.25)
+                        return reply.content()
+                    except TimeoutError:
+                        continue
+                finally:
+                    self._idle_waiters.pop(msg_id, None)
         finally:
             sock.close(linger=0)

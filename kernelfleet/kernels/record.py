@@ -67,6 +67,9 @@ class KernelRecord:
     restart_count: int = 0
     lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock, repr=False)
     log_path: str | None = None
+    spec: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)
+    resource_dir: str = ""
+    pooled: bool = False
     log_file: Any = dataclasses.field(default=None, repr=False)
 
     def touch(self, state: str | None = None) -> None:

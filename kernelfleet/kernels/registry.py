@@ -14,6 +14,7 @@ import contextlib
 import inspect
 import os
 import subprocess
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -37,11 +38,16 @@ from kernelfleet.errors import (
 from kernelfleet.kernels import policy as pol
 from kernelfleet.kernels.channels import BufferLimits, KernelChannels
 from kernelfleet.kernels.identity import Identity
-from kernelfleet.kernels.record import KernelRecord, Lifecycle, utcnow
+from kernelfleet.kernels.persistence import (
+    LOCAL_NAMES,
+    Persister,
+    make_provisioner,
+    provisioner_name,
+)
+from kernelfleet.kernels.reattach import ReattachReport, reattach_all, sync_shared
+from kernelfleet.kernels.record import KernelRecord, Lifecycle
 from kernelfleet.kernels.wire import KernelMessage, status_message
 from kernelfleet.specs.catalog import KernelSpecCatalog, SpecEntry
-
-LOCAL_PROVISIONER = "local-provisioner"
 
 
 class KernelRegistry(LoggingConfigurable):
@@ -133,6 +139,14 @@ class KernelRegistry(LoggingConfigurable):
         Int(3, help="Consecutive automatic restarts before a kernel is left dead. Default: 3."),
         "KF_RESTART_LIMIT",
     )
+    reattach_timeout = option(
+        Float(
+            15.0,
+            help="""Seconds a kernel found running at gateway start may take to answer before
+            it is considered lost. Default: 15.""",
+        ),
+        "KF_REATTACH_TIMEOUT",
+    )
     dead_kernel_retention = option(
         Float(
             30.0,
@@ -171,16 +185,25 @@ class KernelRegistry(LoggingConfigurable):
         "KF_IOPUB_BUFFER_SECONDS",
     )
 
-    def __init__(self, catalog: KernelSpecCatalog, data_dir: str, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        catalog: KernelSpecCatalog,
+        data_dir: str,
+        persister: Persister | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.catalog = catalog
         self.data_dir = data_dir
+        self.persist = persister or Persister(None, None, "")
         self.records: dict[str, KernelRecord] = {}
         self.context = zmq.asyncio.Context()
         self._monitor: asyncio.Task[None] | None = None
         self._stopping: dict[str, asyncio.Task[None]] = {}
         self._failures: dict[str, int] = {}
         self._removals: set[asyncio.Task[None]] = set()
+        self._sync_lock = asyncio.Lock()
+        self._synced_at = 0.0
         self.on_kernel_removed: list[Callable[[str], Awaitable[None] | None]] = []
 
     # -- settings -------------------------------------------------------------------------
@@ -217,6 +240,33 @@ class KernelRegistry(LoggingConfigurable):
         if record is None or not identity.may_access(record.owner):
             raise NotFound(f"Kernel does not exist: {kernel_id}", reason="No Such Kernel")
         return record
+
+    async def find(self, kernel_id: str, identity: Identity) -> KernelRecord:
+        """Like :meth:`get`, but with a shared store a kernel another gateway started is
+        adopted on first use."""
+        if kernel_id not in self.records and self.shared_store:
+            await self.sync()
+        return self.get(kernel_id, identity)
+
+    async def refresh(self) -> None:
+        """Bring the in-memory view up to date with a shared store (at most once a second)."""
+        if self.shared_store and time.monotonic() - self._synced_at > 1.0:
+            await self.sync()
+
+    @property
+    def shared_store(self) -> bool:
+        return bool(getattr(self.persist.store, "shared", False))
+
+    async def sync(self) -> None:
+        async with self._sync_lock:
+            await sync_shared(self, self.reattach_timeout)
+            self._synced_at = time.monotonic()
+
+    async def reattach(self) -> ReattachReport:
+        """Take back the kernels an earlier gateway left in the store."""
+        report = await reattach_all(self, self.reattach_timeout)
+        self._synced_at = time.monotonic()
+        return report
 
     def _live_count(self, owner: str | None = None) -> int:
         return sum(
@@ -263,7 +313,11 @@ class KernelRegistry(LoggingConfigurable):
         self.log.info("starting kernel %s (%s) for %s", kernel_id, name, owner)
         try:
             async with asyncio.timeout(timeout):
+                await self.persist.save(record, "starting")
                 await self._launch(record, entry)
+                record.lifecycle = Lifecycle.RUNNING
+                record.touch("idle")
+                await self.persist.save(record, "running")
         except TimeoutError:
             await self._discard(record)
             where = f" on {record.host}" if record.host else ""
@@ -282,17 +336,8 @@ class KernelRegistry(LoggingConfigurable):
             self.log.exception("kernel %s (%s) failed to start", kernel_id, name)
             await self._discard(record)
             raise LaunchFailed(f"Kernel '{name}' failed to start: {_describe(exc)}") from None
-        record.lifecycle = Lifecycle.RUNNING
-        record.touch("idle")
         self.log.info("kernel %s ready%s", kernel_id, f" on {record.host}" if record.host else "")
         return record
-
-    def _provisioner_name(self, entry: SpecEntry) -> str:
-        meta = entry.spec.get("metadata") or {}
-        stanza = meta.get("kernel_provisioner") if isinstance(meta, dict) else None
-        if isinstance(stanza, dict) and isinstance(stanza.get("provisioner_name"), str):
-            return str(stanza["provisioner_name"])
-        return LOCAL_PROVISIONER
 
     async def _launch(self, record: KernelRecord, entry: SpecEntry) -> None:
         km = AsyncKernelManager(
@@ -301,15 +346,21 @@ class KernelRegistry(LoggingConfigurable):
             parent=self,
         )
         record.manager = km
+        km.kernel_id = record.id
         kwargs: dict[str, Any] = {"env": record.env, "kernel_id": record.id}
-        if self._provisioner_name(entry) == LOCAL_PROVISIONER:
+        if provisioner_name(entry.spec) in LOCAL_NAMES:
+            spec = km.kernel_spec
+            if spec is None:
+                raise LaunchFailed(f"Kernelspec '{entry.name}' could not be loaded.")
+            km.provisioner = make_provisioner(km, spec, record.id)
             kwargs["cwd"] = await asyncio.to_thread(_working_dir, record.env)
             log_file = await asyncio.to_thread(self._open_log, record)
             if log_file is not None:
                 kwargs["stdout"] = log_file
                 kwargs["stderr"] = subprocess.STDOUT
         await km.start_kernel(**kwargs)
-        await self._connect(record)
+        await self.persist.save(record, "launched")
+        await self.connect_record(record)
 
     def _open_log(self, record: KernelRecord) -> Any:
         directory = self.kernel_log_dir or os.path.join(self.data_dir, "logs")
@@ -324,12 +375,13 @@ class KernelRegistry(LoggingConfigurable):
         record.log_file = os.fdopen(fd, "ab", buffering=0)
         return record.log_file
 
-    async def _connect(self, record: KernelRecord) -> None:
+    async def connect_record(self, record: KernelRecord) -> None:
+        """Connect (or reconnect after a restart) the gateway's ZMQ side and handshake."""
         assert record.manager is not None
         info = dict(record.manager.get_connection_info())
         if record.channels is None:
             record.channels = KernelChannels(
-                self.context, info, lambda msg: _on_iopub(record, msg), self.buffer_limits()
+                self.context, info, lambda msg: self._on_iopub(record, msg), self.buffer_limits()
             )
             record.channels.start()
         else:
@@ -339,6 +391,19 @@ class KernelRegistry(LoggingConfigurable):
     async def _discard(self, record: KernelRecord) -> None:
         """Remove a kernel that failed to start; leave nothing running."""
         await self._destroy(record, now=True)
+
+    async def destroy(self, record: KernelRecord) -> None:
+        """Stop a kernel at once and remove its record (used for kernels found dead)."""
+        await self._destroy(record, now=True)
+
+    async def forget(self, record: KernelRecord) -> None:
+        """Drop a kernel from this gateway without stopping it (another gateway did)."""
+        self.records.pop(record.id, None)
+        if record.channels is not None:
+            await record.channels.close()
+        if record.log_file is not None:
+            record.log_file.close()
+            record.log_file = None
 
     async def _destroy(self, record: KernelRecord, *, now: bool) -> None:
         record.lifecycle = Lifecycle.STOPPING
@@ -367,6 +432,10 @@ class KernelRegistry(LoggingConfigurable):
             record.execution_state = "dead"
             self.records.pop(record.id, None)
             self._failures.pop(record.id, None)
+            try:
+                await self.persist.delete(record.id)
+            except Exception:
+                self.log.exception("could not delete the stored record of kernel %s", record.id)
             for callback in self.on_kernel_removed:
                 result = callback(record.id)
                 if asyncio.iscoroutine(result):
@@ -376,7 +445,7 @@ class KernelRegistry(LoggingConfigurable):
 
     async def shutdown_kernel(self, kernel_id: str, identity: Identity) -> None:
         """Shut a kernel down gracefully (idempotent: a second call waits for the first)."""
-        record = self.get(kernel_id, identity)
+        record = await self.find(kernel_id, identity)
         task = self._stopping.get(kernel_id)
         if task is None:
             task = asyncio.create_task(self._shutdown(record))
@@ -390,7 +459,7 @@ class KernelRegistry(LoggingConfigurable):
             await self._destroy(record, now=record.lifecycle is Lifecycle.DEAD)
 
     async def interrupt_kernel(self, kernel_id: str, identity: Identity) -> None:
-        record = self.get(kernel_id, identity)
+        record = await self.find(kernel_id, identity)
         if record.manager is None or not record.alive:
             raise Conflict(
                 f"Kernel {kernel_id} is {record.lifecycle.value}; it cannot be interrupted."
@@ -400,23 +469,26 @@ class KernelRegistry(LoggingConfigurable):
 
     async def restart_kernel(self, kernel_id: str, identity: Identity) -> KernelRecord:
         """Restart in place (same kernelspec, same host for remote provisioners), same id."""
-        record = self.get(kernel_id, identity)
+        record = await self.find(kernel_id, identity)
         async with record.lock:
             if record.lifecycle is Lifecycle.STOPPING or record.manager is None:
                 raise Conflict(f"Kernel {kernel_id} is shutting down; it cannot be restarted.")
             await self._restart(record, now=False)
         return record
 
-    async def _restart(self, record: KernelRecord, *, now: bool) -> None:
+    async def _restart(self, record: KernelRecord, *, now: bool, automatic: bool = False) -> None:
         assert record.manager is not None
         record.lifecycle = Lifecycle.RESTARTING
         record.touch("restarting")
-        if record.channels is not None:
+        if automatic and record.channels is not None:
+            # Only for a kernel that died: on an iopub "restarting" status JupyterLab shows
+            # "The kernel appears to have died" and reconnects (as jupyter_server's restarter
+            # does). A requested restart is announced by the client itself.
             record.channels.broadcast(status_message("restarting"))
         try:
             async with asyncio.timeout(record.launch_timeout):
                 await record.manager.restart_kernel(now=now)
-                await self._connect(record)
+                await self.connect_record(record)
         except (TimeoutError, Exception) as exc:
             record.lifecycle = Lifecycle.DEAD
             record.touch("dead")
@@ -432,6 +504,7 @@ class KernelRegistry(LoggingConfigurable):
         record.restart_count += 1
         record.lifecycle = Lifecycle.RUNNING
         record.touch("idle")
+        await self.persist.save(record, "running")
 
     # -- liveness -------------------------------------------------------------------------
 
@@ -442,6 +515,14 @@ class KernelRegistry(LoggingConfigurable):
     async def _monitor_loop(self) -> None:
         while True:
             await asyncio.sleep(self.monitor_interval)
+            try:
+                await self.persist.flush()
+                if self.shared_store:
+                    await self.sync()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.log.exception("could not synchronise with the kernel store")
             for record in list(self.records.values()):
                 if record.lifecycle is not Lifecycle.RUNNING or record.lock.locked():
                     continue
@@ -469,7 +550,7 @@ class KernelRegistry(LoggingConfigurable):
             self._failures[record.id] = failures + 1
             async with record.lock:
                 try:
-                    await self._restart(record, now=True)
+                    await self._restart(record, now=True, automatic=True)
                     return
                 except PublicError as exc:
                     self.log.error("automatic restart of %s failed: %s", record.id, exc.message)
@@ -497,8 +578,11 @@ class KernelRegistry(LoggingConfigurable):
 
     # -- whole registry -------------------------------------------------------------------
 
-    async def close(self, *, shutdown_kernels: bool = True) -> None:
-        """Stop the monitor; shut every kernel down, or leave them running for a reattach."""
+    async def close(
+        self, *, shutdown_kernels: bool | Callable[[KernelRecord], bool] = True
+    ) -> None:
+        """Stop the monitor; shut kernels down (all, or those the predicate selects), and leave
+        the others running with their records stored for the next gateway to reattach."""
         if self._monitor is not None:
             self._monitor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -507,27 +591,24 @@ class KernelRegistry(LoggingConfigurable):
         for task in list(self._removals):
             task.cancel()
         records = list(self.records.values())
-        if shutdown_kernels:
-            await asyncio.gather(*(self._shutdown(r) for r in records), return_exceptions=True)
+        if callable(shutdown_kernels):
+            doomed = [r for r in records if shutdown_kernels(r)]
         else:
-            for record in records:
-                if record.channels is not None:
-                    await record.channels.close()
-                if record.log_file is not None:
-                    record.log_file.close()
-            self.records.clear()
+            doomed = records if shutdown_kernels else []
+        await asyncio.gather(*(self._shutdown(r) for r in doomed), return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await self.persist.flush()
+        for record in list(self.records.values()):
+            await self.forget(record)
         self.context.destroy(linger=0)
 
-    def touch_from_client(self, record: KernelRecord) -> None:
-        record.last_activity = utcnow()
-
-
-def _on_iopub(record: KernelRecord, msg: KernelMessage) -> None:
-    state = None
-    if msg.msg_type == "status":
-        with contextlib.suppress(ValueError):
-            state = msg.content().get("execution_state")
-    record.touch(state if record.lifecycle is Lifecycle.RUNNING else None)
+    def _on_iopub(self, record: KernelRecord, msg: KernelMessage) -> None:
+        state = None
+        if msg.msg_type == "status":
+            with contextlib.suppress(ValueError):
+                state = msg.content().get("execution_state")
+        record.touch(state if record.lifecycle is Lifecycle.RUNNING else None)
+        self.persist.touched(record)
 
 
 def _working_dir(env: dict[str, str]) -> str | None:

@@ -66,7 +66,7 @@ class SessionStore:
         if not isinstance(kernel, dict):
             raise BadRequest("'kernel' must be an object with 'name' or 'id'.")
         if kernel.get("id"):
-            record = self.registry.get(str(kernel["id"]), identity)
+            record = await self.registry.find(str(kernel["id"]), identity)
         else:
             record = await self.registry.start_kernel(
                 identity, {"name": kernel.get("name"), "env": body.get("env") or kernel.get("env")}
@@ -85,7 +85,7 @@ class SessionStore:
         kernel = body.get("kernel")
         if isinstance(kernel, dict):
             if kernel.get("id"):
-                session.kernel_id = self.registry.get(str(kernel["id"]), identity).id
+                session.kernel_id = (await self.registry.find(str(kernel["id"]), identity)).id
             elif kernel.get("name"):
                 old = session.kernel_id
                 record = await self.registry.start_kernel(identity, {"name": kernel["name"]})

@@ -194,9 +194,11 @@ def parse_client_frame(data: str | bytes, protocol: str | None) -> tuple[str, li
 
 
 def _parts_from_dict(msg: dict[str, Any]) -> tuple[str, list[bytes]]:
-    channel = msg.get("channel")
+    # No channel means shell, as in jupyter_server and Kernel Gateway: jupyter_server's own
+    # GatewayKernelClient (ChannelQueue.send) never sets one.
+    channel = msg.get("channel", "shell")
     if not isinstance(channel, str):
-        raise WireError("message has no channel")
+        raise WireError("message has no valid channel")
     header = msg.get("header")
     if not isinstance(header, dict) or "msg_type" not in header:
         raise WireError("message has no header")

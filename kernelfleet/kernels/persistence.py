@@ -1,0 +1,153 @@
+"""Bridging live kernel records and the store: checkpoints out, managers rebuilt in.
+
+:class:`Persister` writes a record's row at each step of its life (the registry awaits it before
+acknowledging the step) and batches ``last_activity`` updates. :func:`rebuild_manager` turns a
+row back into a jupyter_client ``AsyncKernelManager`` whose provisioner was re-loaded from its
+checkpoint (``load_provisioner_info``), so the registry can poll, signal, restart and shut down a
+kernel that an earlier gateway process started.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Any
+
+from jupyter_client.kernelspec import KernelSpec
+from jupyter_client.manager import AsyncKernelManager
+from jupyter_client.provisioning.factory import KernelProvisionerFactory
+
+from kernelfleet.kernels.record import KernelRecord
+from kernelfleet.kernels.secrets import SecretBox
+from kernelfleet.kernels.store import KernelStore, StoredKernel
+
+log = logging.getLogger("kernelfleet.persistence")
+
+#: What a kernelspec without a ``kernel_provisioner`` stanza (or naming jupyter_client's local
+#: provisioner) runs with: the same local provisioner, able to reattach.
+LOCAL_NAMES = frozenset({"", "local-provisioner", "kernelfleet-local"})
+
+
+def provisioner_name(spec: dict[str, Any]) -> str:
+    meta = spec.get("metadata") or {}
+    stanza = meta.get("kernel_provisioner") if isinstance(meta, dict) else None
+    if isinstance(stanza, dict) and isinstance(stanza.get("provisioner_name"), str):
+        return str(stanza["provisioner_name"])
+    return ""
+
+
+def provisioner_config(spec: dict[str, Any]) -> dict[str, Any]:
+    meta = spec.get("metadata") or {}
+    stanza = meta.get("kernel_provisioner") if isinstance(meta, dict) else None
+    if isinstance(stanza, dict) and isinstance(stanza.get("config"), dict):
+        return dict(stanza["config"])
+    return {}
+
+
+def make_provisioner(km: AsyncKernelManager, spec: KernelSpec, kernel_id: str) -> Any:
+    """The provisioner for *spec*: ours for local kernels, else from the entry point."""
+    name = provisioner_name(spec.to_dict())
+    if name in LOCAL_NAMES:
+        from kernelfleet.provisioners.local import LocalProvisioner
+
+        return LocalProvisioner(
+            kernel_id=kernel_id,
+            kernel_spec=spec,
+            parent=km,
+            **provisioner_config(spec.to_dict()),
+        )
+    factory = KernelProvisionerFactory.instance(parent=km.parent)
+    return factory.create_provisioner_instance(kernel_id, spec, parent=km)
+
+
+class Persister:
+    """Writes kernel records to a store (a no-op without one)."""
+
+    def __init__(self, store: KernelStore | None, box: SecretBox | None, gateway_id: str):
+        self.store = store
+        self.box = box
+        self.gateway_id = gateway_id
+        self._dirty: dict[str, dt.datetime] = {}
+
+    @property
+    def enabled(self) -> bool:
+        return self.store is not None
+
+    async def save(self, record: KernelRecord, state: str, *, pooled: bool = False) -> None:
+        if self.store is None or self.box is None:
+            return
+        km = record.manager
+        payload: dict[str, Any] = {
+            "env": record.env,
+            "launch_timeout": record.launch_timeout,
+            "kernel_spec": record.spec,
+            "resource_dir": record.resource_dir,
+        }
+        if km is not None and km.provisioner is not None and state != "starting":
+            payload["provisioner_info"] = _jsonable(await km.provisioner.get_provisioner_info())
+            payload["connection_info"] = _jsonable(km.get_connection_info())
+        row = StoredKernel(
+            id=record.id,
+            name=record.name,
+            owner=record.owner,
+            state=state,
+            provisioner=provisioner_name(record.spec) or "kernelfleet-local",
+            created=record.created,
+            last_activity=record.last_activity,
+            host=record.host,
+            gateway=self.gateway_id,
+            restart_count=record.restart_count,
+            pooled=pooled,
+        )
+        row.seal(self.box, payload)
+        await self.store.put(row)
+
+    async def delete(self, kernel_id: str) -> None:
+        self._dirty.pop(kernel_id, None)
+        if self.store is not None:
+            await self.store.delete(kernel_id)
+
+    def touched(self, record: KernelRecord) -> None:
+        if self.store is not None:
+            self._dirty[record.id] = record.last_activity
+
+    async def flush(self) -> None:
+        if self.store is not None and self._dirty:
+            batch, self._dirty = self._dirty, {}
+            await self.store.touch(batch)
+
+
+def _jsonable(value: Any) -> Any:
+    """JSON-ready copy: bytes (HMAC and CurveZMQ keys) become str, mappings and lists recurse."""
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+async def rebuild_manager(
+    row: StoredKernel, payload: dict[str, Any], parent: Any
+) -> AsyncKernelManager:
+    """An ``AsyncKernelManager`` attached to the kernel a stored row describes."""
+    spec_dict = payload.get("kernel_spec") or {}
+    resource_dir = payload.get("resource_dir") or ""
+    spec = KernelSpec(resource_dir=resource_dir, **_spec_fields(spec_dict))
+    km = AsyncKernelManager(kernel_name=row.name, parent=parent)
+    km._kernel_spec = spec  # the kernelspec as it was at launch, even if since removed
+    km.kernel_id = row.id
+    info: Any = payload.get("connection_info") or {}
+    km.load_connection_info(info)
+    provisioner = make_provisioner(km, spec, row.id)
+    await provisioner.load_provisioner_info(payload.get("provisioner_info") or {})
+    km.provisioner = provisioner
+    launch_args: Any = {"env": payload.get("env") or {}, "kernel_id": row.id}
+    km._launch_args = launch_args
+    return km
+
+
+def _spec_fields(spec: dict[str, Any]) -> dict[str, Any]:
+    allowed = {"argv", "display_name", "language", "interrupt_mode", "env", "metadata"}
+    return {k: v for k, v in spec.items() if k in allowed}

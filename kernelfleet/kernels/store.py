@@ -1,0 +1,106 @@
+"""Where kernel records persist, so kernels outlive the gateway.
+
+:class:`KernelStore` is the interface; :mod:`store_sqlite` (the default: one file in the data
+directory, nothing to install) and :mod:`store_postgres` (several gateways on one database)
+implement it. A store keeps :class:`StoredKernel` rows; the secret parts (connection info with
+the kernel's keys, provisioner state, the kernel's env) are sealed by a
+:class:`~kernelfleet.kernels.secrets.SecretBox` before they reach the store.
+
+Rows are written before the step they describe is acknowledged: ``starting`` before the launch,
+the provisioner's checkpoint as soon as the launch returns, ``running`` before the client gets
+its 201. A gateway that dies at any point leaves a row that says what may exist.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import datetime as dt
+import os
+from typing import Any
+
+from kernelfleet.kernels.secrets import SecretBox
+
+SCHEMA_VERSION = 1
+
+
+@dataclasses.dataclass
+class StoredKernel:
+    """One kernel as persisted. ``secret`` holds sealed JSON (see :meth:`seal`)."""
+
+    id: str
+    name: str
+    owner: str
+    state: str
+    provisioner: str
+    created: dt.datetime
+    last_activity: dt.datetime
+    host: str | None = None
+    gateway: str = ""
+    restart_count: int = 0
+    pooled: bool = False
+    secret: str = ""
+
+    def seal(self, box: SecretBox, payload: dict[str, Any]) -> None:
+        self.secret = box.seal(payload, context=self.id)
+
+    def unseal(self, box: SecretBox) -> dict[str, Any]:
+        if not self.secret:
+            return {}
+        value = box.open(self.secret, context=self.id)
+        return value if isinstance(value, dict) else {}
+
+
+class KernelStore(abc.ABC):
+    """Persistence of kernel records. Every method is safe to call concurrently."""
+
+    #: True when several gateways may use the store at once (they then adopt each other's
+    #: kernels and notice each other's shutdowns).
+    shared: bool = False
+
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Connect and create the schema if needed."""
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    @abc.abstractmethod
+    async def put(self, kernel: StoredKernel) -> None:
+        """Insert or replace the row of ``kernel.id``; returns once it is durable."""
+
+    @abc.abstractmethod
+    async def get(self, kernel_id: str) -> StoredKernel | None: ...
+
+    @abc.abstractmethod
+    async def delete(self, kernel_id: str) -> None: ...
+
+    @abc.abstractmethod
+    async def all(self) -> list[StoredKernel]: ...
+
+    @abc.abstractmethod
+    async def touch(self, activity: dict[str, dt.datetime]) -> None:
+        """Update ``last_activity`` of several kernels at once (batched, not per message)."""
+
+
+def open_store(url: str, data_dir: str) -> KernelStore:
+    """The store for *url*: ``sqlite:///abs/path.sqlite`` or ``postgresql://…``; empty means
+    SQLite in *data_dir*."""
+    if not url or url.startswith("sqlite://"):
+        from kernelfleet.kernels.store_sqlite import SQLiteStore
+
+        path = url[len("sqlite://") :] if url else os.path.join(data_dir, "kernels.sqlite")
+        return SQLiteStore(path)
+    if url.startswith(("postgresql://", "postgres://")):
+        from kernelfleet.kernels.store_postgres import PostgresStore
+
+        return PostgresStore(url)
+    raise ValueError(
+        f"Unsupported kernel store URL {url!r}: use sqlite:///<path> or postgresql://…"
+    )
+
+
+def to_utc(value: Any) -> dt.datetime:
+    if isinstance(value, dt.datetime):
+        return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+    return dt.datetime.fromisoformat(str(value)).astimezone(dt.UTC)

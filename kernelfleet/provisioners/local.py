@@ -1,0 +1,164 @@
+"""Local kernels that a restarted gateway can take back.
+
+jupyter_client's ``LocalProvisioner`` only knows the kernel it spawned (its ``Popen``); after
+``load_provisioner_info`` in a new gateway process it reports every kernel as exited. This
+subclass keeps the kernel's pid, process group and start time in its checkpoint and, when it
+has no ``Popen``, manages the process by pid: liveness through a pidfd (the process is the
+same one only if its start time matches, so a recycled pid is never mistaken for the kernel),
+signals to the process group, and :meth:`wait` awaiting the pidfd instead of polling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from typing import Any
+
+from jupyter_client.connect import KernelConnectionInfo
+from jupyter_client.provisioning.local_provisioner import (
+    LocalProvisioner as _JupyterLocalProvisioner,
+)
+from traitlets import Any as TAny
+
+
+def process_start_time(pid: int) -> int | None:
+    """The start time (clock ticks since boot) of *pid*, or None if it does not exist."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+    except OSError:
+        return None
+    # The command name may contain spaces or parentheses: fields follow the last ')'.
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    if fields[0] == b"Z":
+        return None  # a zombie has exited
+    return int(fields[19])
+
+
+class LocalProvisioner(_JupyterLocalProvisioner):  # type: ignore[misc]
+    """Local kernels that survive, and are reattached after, a gateway restart."""
+
+    # Keys of the kernelspec's provisioner config that the gateway reads itself
+    # (kernelfleet.kernels.policy.SpecPolicy); accepted here so they are not "unknown".
+    authorized_users = TAny(None, allow_none=True)
+    unauthorized_users = TAny(None, allow_none=True)
+    launch_timeout = TAny(None, allow_none=True)
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.start_time: int | None = None
+
+    @property
+    def has_process(self) -> bool:
+        return self.process is not None or self._adopted_alive()
+
+    def _adopted_alive(self) -> bool:
+        pid = self.pid
+        if self.process is not None or not pid or self.start_time is None:
+            return False
+        return process_start_time(pid) == self.start_time
+
+    async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
+        # Without 'independent', jupyter_client sets JPY_PARENT_PID and ipykernel exits as soon
+        # as its parent (the gateway) does: kernels must outlive the gateway to be reattached.
+        kwargs.setdefault("independent", True)
+        info = await super().launch_kernel(cmd, **kwargs)
+        if self.pid:
+            self.start_time = process_start_time(self.pid)
+        return info
+
+    async def poll(self) -> int | None:
+        if self.process is not None:
+            return await super().poll()  # type: ignore[no-any-return]
+        if self.pid and self.start_time is not None:
+            return None if self._adopted_alive() else -1
+        return 0
+
+    async def wait(self) -> int | None:
+        if self.process is not None:
+            return await super().wait()  # type: ignore[no-any-return]
+        pid = self.pid
+        if not pid or not self._adopted_alive():
+            return -1
+        try:
+            fd = os.pidfd_open(pid)
+        except OSError:
+            return -1
+        loop = asyncio.get_running_loop()
+        exited = loop.create_future()
+
+        def on_exit() -> None:
+            if not exited.done():
+                exited.set_result(None)
+
+        loop.add_reader(fd, on_exit)
+        try:
+            if self._adopted_alive():
+                await exited
+        finally:
+            loop.remove_reader(fd)
+            os.close(fd)
+        self.start_time = None
+        return -1
+
+    async def send_signal(self, signum: int) -> None:
+        if self.process is not None:
+            await super().send_signal(signum)
+            return
+        if not self._adopted_alive():
+            return
+        with contextlib.suppress(ProcessLookupError):
+            if self.pgid and self.pgid > 0:
+                os.killpg(self.pgid, signum)
+            elif self.pid:
+                os.kill(self.pid, signum)
+
+    async def kill(self, restart: bool = False) -> None:
+        if self.process is not None:
+            await super().kill(restart)
+        else:
+            await self.send_signal(signal.SIGKILL)
+
+    async def terminate(self, restart: bool = False) -> None:
+        if self.process is not None:
+            await super().terminate(restart)
+        else:
+            await self.send_signal(signal.SIGTERM)
+
+    async def get_provisioner_info(self) -> dict[str, Any]:
+        info: dict[str, Any] = await super().get_provisioner_info()
+        info["start_time"] = self.start_time
+        return info
+
+    async def load_provisioner_info(self, provisioner_info: dict[str, Any]) -> None:
+        await super().load_provisioner_info(provisioner_info)
+        self.start_time = provisioner_info.get("start_time")
+
+
+def _processes_of_kernel(kernel_id: str) -> list[int]:
+    """Pids whose environment says ``KERNEL_ID=<kernel_id>`` (kernels we started carry it)."""
+    needle = f"KERNEL_ID={kernel_id}".encode()
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as fh:
+                env = fh.read()
+        except OSError:
+            continue
+        if needle in env.split(b"\x00"):
+            pids.append(int(entry))
+    return pids
+
+
+async def stop_orphans(kernel_id: str) -> int:
+    """Kill every local process left by kernel *kernel_id* (a launch the gateway never recorded
+    as finished); returns how many were found."""
+    pids = await asyncio.to_thread(_processes_of_kernel, kernel_id)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    return len(pids)
