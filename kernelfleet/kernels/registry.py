@@ -249,9 +249,14 @@ class KernelRegistry(LoggingConfigurable):
         return self.get(kernel_id, identity)
 
     async def refresh(self) -> None:
-        """Bring the in-memory view up to date with a shared store (at most once a second)."""
-        if self.shared_store and time.monotonic() - self._synced_at > 1.0:
-            await self.sync()
+        """Bring the in-memory view up to date with a shared store (one read per listing;
+        concurrent listings share it)."""
+        if not self.shared_store:
+            return
+        if self._sync_lock.locked():
+            async with self._sync_lock:
+                return
+        await self.sync()
 
     @property
     def shared_store(self) -> bool:

@@ -1,0 +1,84 @@
+"""Two gateway processes on one PostgreSQL database serve the same kernels."""
+
+from __future__ import annotations
+
+import asyncio
+import glob
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from kernelfleet.client import stdout_of
+from tests.gatewayproc import GatewayProcess, kernel_pids
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def _pg_bin(name: str) -> str | None:
+    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    return found[-1] if found else shutil.which(name)
+
+
+@pytest.fixture(scope="module")
+def postgres_url() -> Iterator[str]:
+    """A real PostgreSQL server on a private unix socket, for this module only."""
+    initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
+    if not initdb or not pg_ctl or shutil.which("runuser") is None:
+        pytest.skip("PostgreSQL server binaries not installed (make test installs them)")
+    if os.geteuid() != 0:
+        pytest.skip("starting PostgreSQL as the postgres user needs root")
+    root = tempfile.mkdtemp(prefix="kf-pg-")
+    os.chmod(root, 0o755)
+    data = os.path.join(root, "data")
+    shutil.chown(root, "postgres")
+    as_pg = ["runuser", "-u", "postgres", "--"]
+    subprocess.run([*as_pg, initdb, "-D", data, "-A", "trust", "--no-sync"], check=True,
+                   capture_output=True)
+    subprocess.run([*as_pg, pg_ctl, "-D", data, "-w", "-l", os.path.join(root, "log"),
+                    "-o", f"-c listen_addresses='' -k {root} -c fsync=off", "start"],
+                   check=True, capture_output=True)
+    try:
+        yield f"postgresql://postgres@/postgres?host={root}"
+    finally:
+        subprocess.run([*as_pg, pg_ctl, "-D", data, "-m", "immediate", "stop"],
+                       capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+async def test_a_kernel_started_on_one_gateway_is_served_by_another(
+    postgres_url: str, kernelspec_dir: Path, tmp_path: Path
+) -> None:
+    common = {
+        "JUPYTER_PATH": str(kernelspec_dir),
+        "KF_KERNEL_STORE": postgres_url,
+        "KF_SECRET_KEY_FILE": str(tmp_path / "shared.key"),
+        "KF_CONFIG_DIR": str(tmp_path / "cfg"),
+    }
+    one = GatewayProcess({**common, "KF_DATA_DIR": str(tmp_path / "one"), "KF_GATEWAY_ID": "one"})
+    two = GatewayProcess({**common, "KF_DATA_DIR": str(tmp_path / "two"), "KF_GATEWAY_ID": "two"})
+    try:
+        model = await one.client.start_kernel()
+        kid = model["id"]
+        ws1 = await one.client.connect(kid)
+        await ws1.execute("shared = 'from gateway one'")
+        ws1.close()
+        listed = [k["id"] for k in await two.client.call("GET", "/api/kernels")]
+        assert listed == [kid], two.output()
+        ws2 = await two.client.connect(kid)
+        _, iopub = await ws2.execute("print(shared)")
+        assert stdout_of(iopub) == "from gateway one\n"
+        ws2.close()
+        await two.client.shutdown_kernel(kid)
+        assert not kernel_pids(kid)
+        async with asyncio.timeout(15):
+            while await one.client.call("GET", "/api/kernels"):
+                await asyncio.sleep(0.3)
+        assert (await one.client.request("GET", f"/api/kernels/{kid}"))[0] == 404
+    finally:
+        one.stop()
+        two.stop()
