@@ -414,6 +414,9 @@ class KernelRegistry(LoggingConfigurable):
         record.lifecycle = Lifecycle.STOPPING
         km = record.manager
         try:
+            if self.shared_store:
+                # Other gateways must not take the coming exit for a crash and restart it.
+                await self.persist.save(record, "stopping")
             if km is not None and km.provisioner is not None:
                 if km.has_kernel:
                     await km.shutdown_kernel(now=now)
@@ -549,6 +552,12 @@ class KernelRegistry(LoggingConfigurable):
                     task.add_done_callback(self._removals.discard)
 
     async def _on_death(self, record: KernelRecord, code: int) -> None:
+        if self.shared_store and self.persist.store is not None:
+            row = await self.persist.store.get(record.id)
+            if row is None or row.state == "stopping":
+                # Another gateway shut it down: not a crash to repair.
+                await self.forget(record)
+                return
         failures = self._failures.get(record.id, 0)
         self.log.warning("kernel %s died (exit %s)", record.id, code)
         if self.restart_dead_kernels and failures < self.restart_limit:

@@ -63,7 +63,8 @@ async def test_kernels_survive_a_sigkilled_gateway(gw_env: dict[str, str]) -> No
         await _check_state(second, pids)
         assert "3 reattached" in second.output()
     finally:
-        assert second.stop() == 0
+        code = second.stop()
+        assert code == 0, second.output()
     # stop_mode=auto shuts local kernels down at the end
     await asyncio.sleep(0.5)
     assert all(not kernel_pids(kid) for kid in pids)
