@@ -29,6 +29,7 @@ from kernelfleet.gateway.bridge import BridgeSettings
 from kernelfleet.gateway.websocket import KernelWebsocketHandler
 from kernelfleet.kernels.culler import Culler
 from kernelfleet.kernels.persistence import LOCAL_NAMES, Persister, provisioner_name
+from kernelfleet.kernels.pool import KernelPool
 from kernelfleet.kernels.record import KernelRecord
 from kernelfleet.kernels.registry import KernelRegistry
 from kernelfleet.kernels.secrets import SecretBox
@@ -204,6 +205,7 @@ class Gateway(LoggingConfigurable):
             )
         self.registry = KernelRegistry(self.catalog, self.data_dir, persister, parent=self)
         self.culler = Culler(self.registry, parent=self)
+        self.pool = KernelPool(self.registry, parent=self)
         self.bridge = BridgeSettings(parent=self)
         self.sessions = SessionStore(self.registry)
         self.server: httpserver.HTTPServer | None = None
@@ -295,6 +297,7 @@ class Gateway(LoggingConfigurable):
         self.bound_port = sockets[0].getsockname()[1]
         self.registry.start_monitor()
         self.culler.start()
+        await self.pool.start()
 
     @property
     def url(self) -> str:
@@ -316,6 +319,7 @@ class Gateway(LoggingConfigurable):
         if self.server is not None:
             self.server.stop()
         await self.culler.stop()
+        await self.pool.stop()
         await self.registry.close(shutdown_kernels=self._doomed_on_stop(mode or self.stop_mode))
         if self.store is not None:
             await self.store.close()

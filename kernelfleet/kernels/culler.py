@@ -32,7 +32,7 @@ class CullSettings:
 
 def should_cull(record: KernelRecord, now: dt.datetime, settings: CullSettings) -> bool:
     """True when *record* has been idle longer than the timeout and the rules allow culling."""
-    if settings.idle_timeout <= 0:
+    if settings.idle_timeout <= 0 or record.pooled:
         return False
     if record.lifecycle not in {Lifecycle.RUNNING, Lifecycle.DEAD}:
         return False

@@ -73,7 +73,7 @@ class Persister:
     def enabled(self) -> bool:
         return self.store is not None
 
-    async def save(self, record: KernelRecord, state: str, *, pooled: bool = False) -> None:
+    async def save(self, record: KernelRecord, state: str, *, pooled: bool | None = None) -> None:
         if self.store is None or self.box is None:
             return
         km = record.manager
@@ -97,7 +97,7 @@ class Persister:
             host=record.host,
             gateway=self.gateway_id,
             restart_count=record.restart_count,
-            pooled=pooled,
+            pooled=record.pooled if pooled is None else pooled,
         )
         row.seal(self.box, payload)
         await self.store.put(row)

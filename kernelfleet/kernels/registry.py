@@ -17,7 +17,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq.asyncio
 from jupyter_client.manager import AsyncKernelManager
@@ -48,6 +48,9 @@ from kernelfleet.kernels.reattach import ReattachReport, reattach_all, sync_shar
 from kernelfleet.kernels.record import KernelRecord, Lifecycle
 from kernelfleet.kernels.wire import KernelMessage, status_message
 from kernelfleet.specs.catalog import KernelSpecCatalog, SpecEntry
+
+if TYPE_CHECKING:
+    from kernelfleet.kernels.pool import KernelPool
 
 
 class KernelRegistry(LoggingConfigurable):
@@ -196,6 +199,7 @@ class KernelRegistry(LoggingConfigurable):
         self.catalog = catalog
         self.data_dir = data_dir
         self.persist = persister or Persister(None, None, "")
+        self.pool: KernelPool | None = None
         self.records: dict[str, KernelRecord] = {}
         self.context = zmq.asyncio.Context()
         self._monitor: asyncio.Task[None] | None = None
@@ -231,7 +235,7 @@ class KernelRegistry(LoggingConfigurable):
     # -- lookup ---------------------------------------------------------------------------
 
     def visible(self, identity: Identity) -> list[KernelRecord]:
-        """The kernels *identity* may see: their own, or all for an admin."""
+        """The kernels *identity* may see: their own, or all (pool kernels too) for an admin."""
         return [r for r in self.records.values() if identity.may_access(r.owner)]
 
     def get(self, kernel_id: str, identity: Identity) -> KernelRecord:
@@ -240,6 +244,10 @@ class KernelRegistry(LoggingConfigurable):
         if record is None or not identity.may_access(record.owner):
             raise NotFound(f"Kernel does not exist: {kernel_id}", reason="No Such Kernel")
         return record
+
+    def process_env(self) -> dict[str, str]:
+        """The gateway's environment, from which only ``inherited_envs`` reach kernels."""
+        return dict(os.environ)
 
     async def find(self, kernel_id: str, identity: Identity) -> KernelRecord:
         """Like :meth:`get`, but with a shared store a kernel another gateway started is
@@ -273,7 +281,7 @@ class KernelRegistry(LoggingConfigurable):
         self._synced_at = time.monotonic()
         return report
 
-    def _live_count(self, owner: str | None = None) -> int:
+    def live_count(self, owner: str | None = None) -> int:
         return sum(
             1
             for r in self.records.values()
@@ -283,7 +291,11 @@ class KernelRegistry(LoggingConfigurable):
     # -- start ----------------------------------------------------------------------------
 
     async def start_kernel(self, identity: Identity, body: dict[str, Any]) -> KernelRecord:
-        """Validate, authorize, reserve a slot, launch and wait until the kernel is ready."""
+        """Validate, authorize, reserve a slot, launch and wait until the kernel is ready.
+
+        A compatible kernel from the warm pool is handed over instead of a launch when there
+        is one (see :mod:`kernelfleet.kernels.pool`).
+        """
         gw = self.policy()
         name = body.get("name") or await self.catalog.default_name()
         pol.check_kernelspec_name(name)
@@ -302,27 +314,44 @@ class KernelRegistry(LoggingConfigurable):
         env = pol.kernel_env(req_env, os.environ, gw, kernel_id=kernel_id, username=owner)
 
         # Check and reserve with no await in between: concurrent requests cannot overshoot.
-        if gw.max_kernels and self._live_count() >= gw.max_kernels:
+        if gw.max_kernels_per_user and self.live_count(owner) >= gw.max_kernels_per_user:
+            raise LimitReached(
+                f"User '{owner}' already runs {gw.max_kernels_per_user} kernels, the maximum "
+                "per user. Shut one down first."
+            )
+        if self.pool is not None:
+            pooled = self.pool.take(entry, req_env)
+            if pooled is not None:
+                return await self.pool.hand_over(pooled, owner=owner, env=env, req_env=req_env)
+        if gw.max_kernels and self.live_count() >= gw.max_kernels:
             raise LimitReached(
                 f"The gateway runs its maximum of {gw.max_kernels} kernels. "
                 "Shut down a kernel you no longer need, or ask an administrator to raise "
                 "max_kernels."
             )
-        if gw.max_kernels_per_user and self._live_count(owner) >= gw.max_kernels_per_user:
-            raise LimitReached(
-                f"User '{owner}' already runs {gw.max_kernels_per_user} kernels, the maximum "
-                "per user. Shut one down first."
-            )
-        record = KernelRecord(id=kernel_id, name=name, owner=owner, env=env, launch_timeout=timeout)
-        self.records[kernel_id] = record
-        self.log.info("starting kernel %s (%s) for %s", kernel_id, name, owner)
+        record = KernelRecord(
+            id=kernel_id,
+            name=name,
+            owner=owner,
+            env=env,
+            launch_timeout=timeout,
+            spec=entry.spec,
+            resource_dir=entry.resource_dir,
+        )
+        return await self.launch_record(record, entry)
+
+    async def launch_record(self, record: KernelRecord, entry: SpecEntry) -> KernelRecord:
+        """Register *record* and launch its kernel within its launch timeout."""
+        self.records[record.id] = record
+        name, timeout = record.name, record.launch_timeout
+        self.log.info("starting kernel %s (%s) for %s", record.id, name, record.owner or "pool")
         try:
             async with asyncio.timeout(timeout):
-                await self.persist.save(record, "starting")
+                await self.persist.save(record, "starting", pooled=record.pooled)
                 await self._launch(record, entry)
                 record.lifecycle = Lifecycle.RUNNING
                 record.touch("idle")
-                await self.persist.save(record, "running")
+                await self.persist.save(record, "running", pooled=record.pooled)
         except TimeoutError:
             await self._discard(record)
             where = f" on {record.host}" if record.host else ""
@@ -338,10 +367,10 @@ class KernelRegistry(LoggingConfigurable):
             await self._discard(record)
             raise
         except Exception as exc:
-            self.log.exception("kernel %s (%s) failed to start", kernel_id, name)
+            self.log.exception("kernel %s (%s) failed to start", record.id, name)
             await self._discard(record)
             raise LaunchFailed(f"Kernel '{name}' failed to start: {_describe(exc)}") from None
-        self.log.info("kernel %s ready%s", kernel_id, f" on {record.host}" if record.host else "")
+        self.log.info("kernel %s ready%s", record.id, f" on {record.host}" if record.host else "")
         return record
 
     async def _launch(self, record: KernelRecord, entry: SpecEntry) -> None:

@@ -1,0 +1,207 @@
+"""Warm kernel pools: kernels started ahead of demand, handed over on ``POST /api/kernels``.
+
+Per kernelspec, ``pool_size`` kernels are kept started and idle, owned by nobody (admins see
+them; nobody else does). A start request for that kernelspec takes one — the pick and its
+removal from the pool happen with no ``await`` in between, so one pooled kernel never reaches two
+users — and the pool refills in the background. A kernel that was handed over never returns to
+the pool. Remote kernelspecs spread their pool over hosts through the provisioner's placement.
+
+What an already-running kernel cannot take from a request, and how it is handled:
+- the request's ``KERNEL_*`` values (and ``KERNEL_ID``/``KERNEL_USERNAME``) are applied to a
+  Python kernel's ``os.environ`` (and ``KERNEL_WORKING_DIR`` with ``os.chdir`` when it exists)
+  by a silent execute before the hand-over. Non-Python kernels cannot be changed this way:
+  they are pooled only for requests without such values.
+- a client-chosen ``KERNEL_ID``, a ``KERNEL_REMOTE_HOST`` pin naming another host, or
+  impersonation (the kernel must run as the requesting OS user) cannot apply: such requests
+  start a fresh kernel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from traitlets import Dict, Float, Int, Unicode
+from traitlets.config import LoggingConfigurable
+
+from kernelfleet.config import option
+from kernelfleet.errors import PublicError
+from kernelfleet.kernels import policy as pol
+from kernelfleet.kernels.record import KernelRecord, Lifecycle
+from kernelfleet.specs.catalog import SpecEntry
+
+if TYPE_CHECKING:
+    from kernelfleet.kernels.registry import KernelRegistry
+
+#: The owner of pooled kernels: no user has this name.
+POOL_OWNER = ""
+#: Request values a pool kernel never needs applied (consumed by the gateway itself).
+_GATEWAY_ONLY = frozenset({"KERNEL_LAUNCH_TIMEOUT"})
+
+
+def is_python(spec: Mapping[str, Any]) -> bool:
+    return str(spec.get("language", "")).lower().startswith("python")
+
+
+def can_take(spec: Mapping[str, Any], record: KernelRecord, req_env: Mapping[str, str]) -> bool:
+    """Whether pooled *record* can serve a request with *req_env* (module docstring)."""
+    if "KERNEL_ID" in req_env:
+        return False
+    pin = req_env.get("KERNEL_REMOTE_HOST")
+    if pin and pin != record.host:
+        return False
+    meta = spec.get("metadata") or {}
+    stanza = meta.get("kernel_provisioner") if isinstance(meta, Mapping) else None
+    config = stanza.get("config") if isinstance(stanza, Mapping) else None
+    if isinstance(config, Mapping) and config.get("impersonation_enabled"):
+        return False
+    if not is_python(spec):
+        return not any(k.startswith("KERNEL_") and k not in _GATEWAY_ONLY for k in req_env)
+    return True
+
+
+def env_update_code(env: Mapping[str, str]) -> str:
+    """Python source that applies *env* to a running kernel. Values travel as one JSON string
+    literal (``repr`` of a ``str``), never spliced into code."""
+    payload = json.dumps(dict(env))
+    return (
+        "import json as _kf_json, os as _kf_os\n"
+        f"_kf_env = _kf_json.loads({payload!r})\n"
+        "_kf_os.environ.update(_kf_env)\n"
+        "_kf_wd = _kf_env.get('KERNEL_WORKING_DIR')\n"
+        "if _kf_wd and _kf_os.path.isdir(_kf_wd):\n"
+        "    _kf_os.chdir(_kf_wd)\n"
+        "del _kf_json, _kf_os, _kf_env, _kf_wd\n"
+    )
+
+
+class KernelPool(LoggingConfigurable):
+    """Keeps warm kernels per kernelspec (see module docstring)."""
+
+    pool_sizes = option(
+        Dict(
+            key_trait=Unicode(),
+            value_trait=Int(),
+            help="""Warm kernels to keep per kernelspec, e.g. {"python3": 2} (a JSON object in
+            the environment). A kernelspec can also set pool_size in its provisioner config.
+            Pool kernels count against max_kernels. Default: {} (no pools).""",
+        ),
+        "KF_POOL_SIZES",
+    )
+    refill_backoff_max = option(
+        Float(60.0, help="Longest wait, in seconds, between failed refill attempts. Default: 60."),
+        "KF_POOL_REFILL_BACKOFF_MAX",
+    )
+
+    def __init__(self, registry: KernelRegistry, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.registry = registry
+        self.members: dict[str, list[KernelRecord]] = {}
+        self._filling: dict[str, asyncio.Task[None]] = {}
+        registry.pool = self
+
+    async def size_of(self, entry: SpecEntry) -> int:
+        meta = entry.spec.get("metadata") or {}
+        stanza = meta.get("kernel_provisioner") if isinstance(meta, dict) else None
+        config = stanza.get("config") if isinstance(stanza, dict) else None
+        if isinstance(config, dict) and isinstance(config.get("pool_size"), int):
+            return int(config["pool_size"])
+        return int(self.pool_sizes.get(entry.name, 0))
+
+    async def start(self) -> None:
+        """Adopt pooled kernels that survived a restart, then fill every pool."""
+        for record in self.registry.records.values():
+            if record.pooled and record.lifecycle is Lifecycle.RUNNING:
+                self.members.setdefault(record.name, []).append(record)
+        for name, entry in (await self.registry.catalog.all()).items():
+            if await self.size_of(entry) > 0:
+                self.refill(name)
+
+    async def stop(self) -> None:
+        for task in list(self._filling.values()):
+            task.cancel()
+        await asyncio.gather(*self._filling.values(), return_exceptions=True)
+        self._filling.clear()
+
+    def take(self, entry: SpecEntry, req_env: Mapping[str, str]) -> KernelRecord | None:
+        """Remove and return a pooled kernel that can serve the request (no await: atomic)."""
+        members = self.members.get(entry.name) or []
+        for record in members:
+            if record.lifecycle is Lifecycle.RUNNING and can_take(entry.spec, record, req_env):
+                members.remove(record)
+                self.refill(entry.name)
+                return record
+        return None
+
+    async def hand_over(
+        self,
+        record: KernelRecord,
+        *,
+        owner: str,
+        env: dict[str, str],
+        req_env: Mapping[str, str],
+    ) -> KernelRecord:
+        """Give pooled *record* to *owner*, applying what of *env* the kernel can take."""
+        env = {**env, "KERNEL_ID": record.id}
+        record.owner = owner
+        record.pooled = False
+        if is_python(record.spec) and record.channels is not None:
+            reply = await record.channels.request(
+                "shell",
+                "execute_request",
+                {"code": env_update_code(env), "silent": True, "store_history": False},
+            )
+            if reply.content().get("status") != "ok":
+                self.log.warning("pool kernel %s did not take the request's env", record.id)
+        record.env.update(env)
+        record.touch()
+        await self.registry.persist.save(record, "running")
+        self.log.info("kernel %s (%s) handed over from the pool to %s", record.id,
+                      record.name, owner)
+        return record
+
+    def refill(self, name: str) -> None:
+        task = self._filling.get(name)
+        if task is None or task.done():
+            self._filling[name] = asyncio.create_task(self._fill(name), name=f"pool-{name}")
+
+    async def _fill(self, name: str) -> None:
+        delay = 1.0
+        while True:
+            try:
+                entry = await self.registry.catalog.get(name)
+            except PublicError:
+                return  # the kernelspec was removed
+            members = self.members.setdefault(name, [])
+            members[:] = [r for r in members if r.lifecycle is Lifecycle.RUNNING]
+            missing = await self.size_of(entry) - len(members)
+            if missing <= 0:
+                return
+            gw = self.registry.policy()
+            if gw.max_kernels and self.registry.live_count() >= gw.max_kernels:
+                return  # pools never take a user's slot
+            record = KernelRecord(
+                id=str(uuid.uuid4()),
+                name=name,
+                owner=POOL_OWNER,
+                env={},
+                launch_timeout=entry.policy.launch_timeout or self.registry.launch_timeout,
+                spec=entry.spec,
+                resource_dir=entry.resource_dir,
+                pooled=True,
+            )
+            record.env = pol.kernel_env(
+                {}, self.registry.process_env(), gw, kernel_id=record.id, username=POOL_OWNER
+            )
+            try:
+                await self.registry.launch_record(record, entry)
+            except PublicError as exc:
+                self.log.warning("pool %s: could not start a kernel: %s", name, exc.message)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.refill_backoff_max)
+                continue
+            delay = 1.0
+            members.append(record)
