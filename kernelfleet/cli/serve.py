@@ -23,6 +23,7 @@ from kernelfleet.gateway.app import Gateway
 from kernelfleet.gateway.auth import Authenticator
 from kernelfleet.gateway.bridge import BridgeSettings
 from kernelfleet.kernels.culler import Culler
+from kernelfleet.kernels.liveness import KernelMonitor
 from kernelfleet.kernels.pool import KernelPool
 from kernelfleet.kernels.registry import KernelRegistry
 from kernelfleet.specs.catalog import KernelSpecCatalog
@@ -35,6 +36,7 @@ def configurable_classes() -> list[type[Configurable]]:
         Authenticator,
         KernelSpecCatalog,
         KernelRegistry,
+        KernelMonitor,
         Culler,
         KernelPool,
         BridgeSettings,

@@ -295,7 +295,7 @@ class Gateway(LoggingConfigurable):
         sockets = self._bind()
         self.server.add_sockets(sockets)
         self.bound_port = sockets[0].getsockname()[1]
-        self.registry.start_monitor()
+        self.registry.monitor.start()
         self.culler.start()
         await self.pool.start()
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import zmq.asyncio
 from jupyter_client.manager import AsyncKernelManager
-from traitlets import Bool, Float, Int, Unicode
+from traitlets import Float, Int, Unicode
 from traitlets import List as TList
 from traitlets import Set as TSet
 from traitlets.config import LoggingConfigurable
@@ -38,6 +38,7 @@ from kernelfleet.errors import (
 from kernelfleet.kernels import policy as pol
 from kernelfleet.kernels.channels import BufferLimits, KernelChannels
 from kernelfleet.kernels.identity import Identity
+from kernelfleet.kernels.liveness import KernelMonitor
 from kernelfleet.kernels.persistence import (
     LOCAL_NAMES,
     Persister,
@@ -122,26 +123,6 @@ class KernelRegistry(LoggingConfigurable):
         ),
         "KF_MAX_LAUNCH_TIMEOUT",
     )
-    monitor_interval = option(
-        Float(
-            2.0,
-            help="""Seconds between liveness checks of all kernels (a poll of each provisioner's
-            known state; no I/O per kernel for remote provisioners). Default: 2.""",
-        ),
-        "KF_MONITOR_INTERVAL",
-    )
-    restart_dead_kernels = option(
-        Bool(
-            True,
-            help="""Restart a kernel that died on its own (as Jupyter servers do), up to
-            restart_limit times in a row. Default: true.""",
-        ),
-        "KF_RESTART_DEAD_KERNELS",
-    )
-    restart_limit = option(
-        Int(3, help="Consecutive automatic restarts before a kernel is left dead. Default: 3."),
-        "KF_RESTART_LIMIT",
-    )
     reattach_timeout = option(
         Float(
             15.0,
@@ -149,15 +130,6 @@ class KernelRegistry(LoggingConfigurable):
             it is considered lost. Default: 15.""",
         ),
         "KF_REATTACH_TIMEOUT",
-    )
-    dead_kernel_retention = option(
-        Float(
-            30.0,
-            help="""Seconds a kernel that died (and could not be restarted) stays listed with
-            execution_state 'dead' before its record is removed and its resources cleaned up,
-            so clients see why it went away. Default: 30.""",
-        ),
-        "KF_DEAD_KERNEL_RETENTION",
     )
     kernel_log_dir = option(
         Unicode(
@@ -202,10 +174,8 @@ class KernelRegistry(LoggingConfigurable):
         self.pool: KernelPool | None = None
         self.records: dict[str, KernelRecord] = {}
         self.context = zmq.asyncio.Context()
-        self._monitor: asyncio.Task[None] | None = None
+        self.monitor = KernelMonitor(self, parent=self)
         self._stopping: dict[str, asyncio.Task[None]] = {}
-        self._failures: dict[str, int] = {}
-        self._removals: set[asyncio.Task[None]] = set()
         self._sync_lock = asyncio.Lock()
         self._synced_at = 0.0
         self.on_kernel_removed: list[Callable[[str], Awaitable[None] | None]] = []
@@ -468,7 +438,7 @@ class KernelRegistry(LoggingConfigurable):
             record.lifecycle = Lifecycle.DEAD
             record.execution_state = "dead"
             self.records.pop(record.id, None)
-            self._failures.pop(record.id, None)
+            self.monitor.forget(record.id)
             try:
                 await self.persist.delete(record.id)
             except Exception:
@@ -485,12 +455,12 @@ class KernelRegistry(LoggingConfigurable):
         record = await self.find(kernel_id, identity)
         task = self._stopping.get(kernel_id)
         if task is None:
-            task = asyncio.create_task(self._shutdown(record))
+            task = asyncio.create_task(self.shutdown_record(record))
             self._stopping[kernel_id] = task
             task.add_done_callback(lambda _t: self._stopping.pop(kernel_id, None))
         await asyncio.shield(task)
 
-    async def _shutdown(self, record: KernelRecord) -> None:
+    async def shutdown_record(self, record: KernelRecord) -> None:
         self.log.info("shutting down kernel %s", record.id)
         async with record.lock:
             await self._destroy(record, now=record.lifecycle is Lifecycle.DEAD)
@@ -510,10 +480,13 @@ class KernelRegistry(LoggingConfigurable):
         async with record.lock:
             if record.lifecycle is Lifecycle.STOPPING or record.manager is None:
                 raise Conflict(f"Kernel {kernel_id} is shutting down; it cannot be restarted.")
-            await self._restart(record, now=False)
+            await self.restart_in_place(record, now=False)
         return record
 
-    async def _restart(self, record: KernelRecord, *, now: bool, automatic: bool = False) -> None:
+    async def restart_in_place(
+        self, record: KernelRecord, *, now: bool, automatic: bool = False
+    ) -> None:
+        """Restart *record*'s kernel (the caller holds ``record.lock``)."""
         assert record.manager is not None
         record.lifecycle = Lifecycle.RESTARTING
         record.touch("restarting")
@@ -543,82 +516,6 @@ class KernelRegistry(LoggingConfigurable):
         record.touch("idle")
         await self.persist.save(record, "running")
 
-    # -- liveness -------------------------------------------------------------------------
-
-    def start_monitor(self) -> None:
-        if self._monitor is None:
-            self._monitor = asyncio.create_task(self._monitor_loop(), name="kernel-monitor")
-
-    async def _monitor_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.monitor_interval)
-            try:
-                await self.persist.flush()
-                if self.shared_store:
-                    await self.sync()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                self.log.exception("could not synchronise with the kernel store")
-            for record in list(self.records.values()):
-                if record.lifecycle is not Lifecycle.RUNNING or record.lock.locked():
-                    continue
-                km = record.manager
-                if km is None or km.provisioner is None:
-                    continue
-                try:
-                    code = await km.provisioner.poll()
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    self.log.exception("poll of kernel %s failed", record.id)
-                    continue
-                if code is not None:
-                    # Handled in its own task: a restart must not hold up everyone's checks.
-                    record.lifecycle = Lifecycle.RESTARTING
-                    task = asyncio.create_task(self._on_death(record, code))
-                    self._removals.add(task)
-                    task.add_done_callback(self._removals.discard)
-
-    async def _on_death(self, record: KernelRecord, code: int) -> None:
-        if self.shared_store and self.persist.store is not None:
-            row = await self.persist.store.get(record.id)
-            if row is None or row.state == "stopping":
-                # Another gateway shut it down: not a crash to repair.
-                await self.forget(record)
-                return
-        failures = self._failures.get(record.id, 0)
-        self.log.warning("kernel %s died (exit %s)", record.id, code)
-        if self.restart_dead_kernels and failures < self.restart_limit:
-            self._failures[record.id] = failures + 1
-            async with record.lock:
-                try:
-                    await self._restart(record, now=True, automatic=True)
-                    return
-                except PublicError as exc:
-                    self.log.error("automatic restart of %s failed: %s", record.id, exc.message)
-                    record.reason = exc.message
-        else:
-            record.lifecycle = Lifecycle.DEAD
-            record.touch("dead")
-            record.reason = f"Kernel died (exit status {code})."
-            if record.channels is not None:
-                record.channels.broadcast(status_message("dead"))
-        self._schedule_removal(record)
-
-    def _schedule_removal(self, record: KernelRecord) -> None:
-        """Remove a dead kernel's record after ``dead_kernel_retention`` seconds."""
-
-        async def remove() -> None:
-            await asyncio.sleep(self.dead_kernel_retention)
-            if self.records.get(record.id) is record and record.lifecycle is Lifecycle.DEAD:
-                self.log.info("removing dead kernel %s", record.id)
-                await self._shutdown(record)
-
-        task = asyncio.create_task(remove(), name=f"remove-{record.id}")
-        self._removals.add(task)
-        task.add_done_callback(self._removals.discard)
-
     # -- whole registry -------------------------------------------------------------------
 
     async def close(
@@ -626,19 +523,13 @@ class KernelRegistry(LoggingConfigurable):
     ) -> None:
         """Stop the monitor; shut kernels down (all, or those the predicate selects), and leave
         the others running with their records stored for the next gateway to reattach."""
-        if self._monitor is not None:
-            self._monitor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._monitor
-            self._monitor = None
-        for task in list(self._removals):
-            task.cancel()
+        await self.monitor.stop()
         records = list(self.records.values())
         if callable(shutdown_kernels):
             doomed = [r for r in records if shutdown_kernels(r)]
         else:
             doomed = records if shutdown_kernels else []
-        await asyncio.gather(*(self._shutdown(r) for r in doomed), return_exceptions=True)
+        await asyncio.gather(*(self.shutdown_record(r) for r in doomed), return_exceptions=True)
         with contextlib.suppress(Exception):
             await self.persist.flush()
         for record in list(self.records.values()):

@@ -75,10 +75,11 @@ async def test_interrupt_stops_a_running_sleep(client: GatewayClient) -> None:
     msg_id = await ws.send(msg)
     while True:
         m = await ws.recv()
-        if m["msg_type"] == "status" and m["content"]["execution_state"] == "busy":
+        if m["msg_type"] == "execute_input":
             break
     listed = await client.call("GET", f"/api/kernels/{model['id']}")
     assert listed["execution_state"] == "busy"
+    await asyncio.sleep(0.5)  # let the kernel get from execute_input into time.sleep
     status, _ = await client.request("POST", f"/api/kernels/{model['id']}/interrupt", {})
     assert status == 204
     async with asyncio.timeout(20):

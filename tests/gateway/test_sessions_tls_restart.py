@@ -71,7 +71,7 @@ async def test_https_and_wss_work_with_a_certificate(kernelspec_dir: Path, tmp_p
 
 
 async def test_a_kernel_that_dies_is_restarted_in_place(kernelspec_dir: Path) -> None:
-    async with temp_gateway(KernelRegistry={"monitor_interval": 0.3}) as gw:
+    async with temp_gateway(KernelMonitor={"monitor_interval": 0.3}) as gw:
         c = client_for(gw)
         model = await c.start_kernel()
         ws = await c.connect(model["id"])
@@ -93,7 +93,7 @@ async def test_a_kernel_that_dies_is_restarted_in_place(kernelspec_dir: Path) ->
 
 
 async def test_a_dead_kernel_is_reported_dead_then_removed(kernelspec_dir: Path) -> None:
-    cfg = {"KernelRegistry": {"monitor_interval": 0.3, "restart_dead_kernels": False,
+    cfg = {"KernelMonitor": {"monitor_interval": 0.3, "restart_dead_kernels": False,
                               "dead_kernel_retention": 1.0}}
     async with temp_gateway(**cfg) as gw:
         c = client_for(gw)

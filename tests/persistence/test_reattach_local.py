@@ -96,8 +96,8 @@ async def test_a_kernel_that_died_while_the_gateway_was_down_is_cleaned_up(
     os.kill(pid, signal.SIGKILL)
     second = GatewayProcess(gw_env)
     try:
-        assert await second.client.call("GET", "/api/kernels") == []
-        assert "1 gone" in second.output()
+        assert await second.client.call("GET", "/api/kernels") == [], second.output()
+        assert "1 gone" in second.output(), second.output()
     finally:
         second.stop()
 

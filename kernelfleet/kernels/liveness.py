@@ -1,0 +1,155 @@
+"""Liveness of running kernels: notice deaths, restart in place or report them dead.
+
+Every ``monitor_interval`` seconds the monitor asks each running kernel's provisioner whether
+it still runs (``poll()``: a cheap local check, or state the host agent pushed for remote
+kernels — no I/O per kernel), flushes batched activity to the store, and with a shared store
+catches up with other gateways. A death is handled in its own task, so one slow restart never
+delays the checks of the other kernels.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import TYPE_CHECKING, Any
+
+from traitlets import Bool, Float, Int
+from traitlets.config import LoggingConfigurable
+
+from kernelfleet.config import option
+from kernelfleet.errors import PublicError
+from kernelfleet.kernels.record import KernelRecord, Lifecycle
+from kernelfleet.kernels.wire import status_message
+
+if TYPE_CHECKING:
+    from kernelfleet.kernels.registry import KernelRegistry
+
+
+class KernelMonitor(LoggingConfigurable):
+    """Watches kernels for the registry (see module docstring)."""
+
+    monitor_interval = option(
+        Float(
+            2.0,
+            help="""Seconds between liveness checks of all kernels (a poll of each provisioner's
+            known state; no I/O per kernel for remote provisioners). Default: 2.""",
+        ),
+        "KF_MONITOR_INTERVAL",
+    )
+    restart_dead_kernels = option(
+        Bool(
+            True,
+            help="""Restart a kernel that died on its own (as Jupyter servers do), up to
+            restart_limit times in a row. Default: true.""",
+        ),
+        "KF_RESTART_DEAD_KERNELS",
+    )
+    restart_limit = option(
+        Int(3, help="Consecutive automatic restarts before a kernel is left dead. Default: 3."),
+        "KF_RESTART_LIMIT",
+    )
+    dead_kernel_retention = option(
+        Float(
+            30.0,
+            help="""Seconds a kernel that died (and could not be restarted) stays listed with
+            execution_state 'dead' before its record is removed and its resources cleaned up,
+            so clients see why it went away. Default: 30.""",
+        ),
+        "KF_DEAD_KERNEL_RETENTION",
+    )
+
+    def __init__(self, registry: KernelRegistry, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.registry = registry
+        self._task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._failures: dict[str, int] = {}
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._loop(), name="kernel-monitor")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        for task in list(self._tasks):
+            task.cancel()
+
+    def forget(self, kernel_id: str) -> None:
+        self._failures.pop(kernel_id, None)
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.monitor_interval)
+            try:
+                await self.registry.persist.flush()
+                if self.registry.shared_store:
+                    await self.registry.sync()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.log.exception("could not synchronise with the kernel store")
+            for record in list(self.registry.records.values()):
+                if record.lifecycle is not Lifecycle.RUNNING or record.lock.locked():
+                    continue
+                km = record.manager
+                if km is None or km.provisioner is None:
+                    continue
+                try:
+                    code = await km.provisioner.poll()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    self.log.exception("poll of kernel %s failed", record.id)
+                    continue
+                if code is not None:
+                    # Handled in its own task: a restart must not hold up everyone's checks.
+                    record.lifecycle = Lifecycle.RESTARTING
+                    task = asyncio.create_task(self._on_death(record, code))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+
+    async def _on_death(self, record: KernelRecord, code: int) -> None:
+        if self.registry.shared_store and self.registry.persist.store is not None:
+            row = await self.registry.persist.store.get(record.id)
+            if row is None or row.state == "stopping":
+                # Another gateway shut it down: not a crash to repair.
+                await self.registry.forget(record)
+                return
+        failures = self._failures.get(record.id, 0)
+        self.log.warning("kernel %s died (exit %s)", record.id, code)
+        if self.restart_dead_kernels and failures < self.restart_limit:
+            self._failures[record.id] = failures + 1
+            async with record.lock:
+                try:
+                    await self.registry.restart_in_place(record, now=True, automatic=True)
+                    return
+                except PublicError as exc:
+                    self.log.error("automatic restart of %s failed: %s", record.id, exc.message)
+                    record.reason = exc.message
+        else:
+            record.lifecycle = Lifecycle.DEAD
+            record.touch("dead")
+            record.reason = f"Kernel died (exit status {code})."
+            if record.channels is not None:
+                record.channels.broadcast(status_message("dead"))
+        self._schedule_removal(record)
+
+    def _schedule_removal(self, record: KernelRecord) -> None:
+        """Remove a dead kernel's record after ``dead_kernel_retention`` seconds."""
+
+        async def remove() -> None:
+            await asyncio.sleep(self.dead_kernel_retention)
+            if (
+                self.registry.records.get(record.id) is record
+                and record.lifecycle is Lifecycle.DEAD
+            ):
+                self.log.info("removing dead kernel %s", record.id)
+                await self.registry.shutdown_record(record)
+
+        task = asyncio.create_task(remove(), name=f"remove-{record.id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
