@@ -32,6 +32,7 @@ import zmq
 import zmq.asyncio
 from jupyter_client.session import Session
 
+from kernelfleet.aio import cancel_and_wait
 from kernelfleet.kernels.wire import KernelMessage, WireError, parse_kernel_message, to_zmq
 
 log = logging.getLogger("kernelfleet.channels")
@@ -148,14 +149,8 @@ class KernelChannels:
             listener.channels_reset()
 
     async def _stop_reader(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            try:
-                await self._reader
-            except asyncio.CancelledError:
-                if asyncio.current_task() is not None and asyncio.current_task().cancelling():  # type: ignore[union-attr]
-                    raise
-            self._reader = None
+        await cancel_and_wait(self._reader)
+        self._reader = None
         if self._iopub is not None:
             self._iopub.close(linger=0)
             self._iopub = None

@@ -7,13 +7,13 @@ settings; the :class:`Culler` only runs it every ``cull_interval`` seconds.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 from dataclasses import dataclass
 
 from traitlets import Bool, Int
 from traitlets.config import LoggingConfigurable
 
+from kernelfleet.aio import cancel_and_wait
 from kernelfleet.config import option
 from kernelfleet.errors import PublicError
 from kernelfleet.kernels.identity import Identity
@@ -84,11 +84,8 @@ class Culler(LoggingConfigurable):
             self._task = asyncio.create_task(self._loop(), name="culler")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def cull_once(self) -> list[str]:
         """Cull every kernel :func:`should_cull` selects; returns their ids."""

@@ -10,12 +10,12 @@ delays the checks of the other kernels.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import TYPE_CHECKING, Any
 
 from traitlets import Bool, Float, Int
 from traitlets.config import LoggingConfigurable
 
+from kernelfleet.aio import cancel_and_wait
 from kernelfleet.config import option
 from kernelfleet.errors import PublicError
 from kernelfleet.kernels.record import KernelRecord, Lifecycle
@@ -70,11 +70,8 @@ class KernelMonitor(LoggingConfigurable):
             self._task = asyncio.create_task(self._loop(), name="kernel-monitor")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         for task in list(self._tasks):
             task.cancel()
 

@@ -23,6 +23,30 @@ from kernelfleet.kernels.secrets import SecretBox
 
 SCHEMA_VERSION = 1
 
+#: The columns of the ``kf_kernels`` table, in the order every store reads and writes them.
+COLUMNS = (
+    "id",
+    "name",
+    "owner",
+    "state",
+    "provisioner",
+    "created",
+    "last_activity",
+    "host",
+    "gateway",
+    "restart_count",
+    "pooled",
+    "secret",
+)
+#: ``SELECT`` of all columns; column names are constants, never input.
+SELECT = "SELECT " + ", ".join(COLUMNS) + " FROM kf_kernels"  # noqa: S608
+
+
+def insert_sql(placeholder: str, verb: str = "INSERT") -> str:
+    """``INSERT`` of one row with the driver's *placeholder* (``?`` or ``%s``)."""
+    marks = ", ".join([placeholder] * len(COLUMNS))
+    return f"{verb} INTO kf_kernels ({', '.join(COLUMNS)}) VALUES ({marks})"
+
 
 @dataclasses.dataclass
 class StoredKernel:

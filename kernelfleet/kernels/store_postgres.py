@@ -11,35 +11,21 @@ import asyncio
 import datetime as dt
 from typing import Any
 
-from kernelfleet.kernels.store import KernelStore, StoredKernel, to_utc
-
-COLUMNS = (
-    "id",
-    "name",
-    "owner",
-    "state",
-    "provisioner",
-    "created",
-    "last_activity",
-    "host",
-    "gateway",
-    "restart_count",
-    "pooled",
-    "secret",
+from kernelfleet.kernels.store import (
+    COLUMNS,
+    SELECT,
+    KernelStore,
+    StoredKernel,
+    insert_sql,
+    to_utc,
 )
 
-SELECT = """SELECT id, name, owner, state, provisioner, created, last_activity, host, gateway,
-    restart_count, pooled, secret
-FROM kf_kernels"""
 SELECT_ONE = SELECT + " WHERE id = %s"
-INSERT = """INSERT INTO kf_kernels (
-    id, name, owner, state, provisioner, created, last_activity, host, gateway,
-    restart_count, pooled, secret)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, owner = EXCLUDED.owner,
-    state = EXCLUDED.state, provisioner = EXCLUDED.provisioner, created = EXCLUDED.created,
-    last_activity = EXCLUDED.last_activity, host = EXCLUDED.host, gateway = EXCLUDED.gateway,
-    restart_count = EXCLUDED.restart_count, pooled = EXCLUDED.pooled, secret = EXCLUDED.secret"""
+INSERT = (
+    insert_sql("%s")
+    + " ON CONFLICT (id) DO UPDATE SET "
+    + ", ".join(f"{c} = EXCLUDED.{c}" for c in COLUMNS if c != "id")
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS kf_kernels (

@@ -15,33 +15,19 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from kernelfleet.kernels.store import KernelStore, StoredKernel, to_utc
+from kernelfleet.kernels.store import (
+    COLUMNS,
+    SELECT,
+    KernelStore,
+    StoredKernel,
+    insert_sql,
+    to_utc,
+)
 
 T = TypeVar("T")
 
-COLUMNS = (
-    "id",
-    "name",
-    "owner",
-    "state",
-    "provisioner",
-    "created",
-    "last_activity",
-    "host",
-    "gateway",
-    "restart_count",
-    "pooled",
-    "secret",
-)
-
-SELECT = """SELECT id, name, owner, state, provisioner, created, last_activity, host, gateway,
-    restart_count, pooled, secret
-FROM kf_kernels"""
 SELECT_ONE = SELECT + " WHERE id = ?"
-INSERT = """INSERT OR REPLACE INTO kf_kernels (
-    id, name, owner, state, provisioner, created, last_activity, host, gateway,
-    restart_count, pooled, secret)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
+INSERT = insert_sql("?", "INSERT OR REPLACE")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS kf_kernels (
