@@ -66,3 +66,20 @@ async def test_kernel_logs_are_readable_by_their_owner(client: GatewayClient) ->
     assert "to-the-log" in text
     ws.close()
     await client.shutdown_kernel(model["id"])
+
+
+async def test_everything_lives_under_the_base_url(kernelspec_dir: Path) -> None:
+    async with temp_gateway(Gateway={"base_url": "/gw/"}) as gw:
+        assert gw.url.endswith("/gw/")
+        c = client_for(gw)
+        model = await c.start_kernel()
+        listing = await c.call("GET", "/api/kernelspecs")
+        assert listing["kernelspecs"]["python3"]["resources"]["logo-64x64"].startswith(
+            "/gw/kernelspecs/")
+        ws = await c.connect(model["id"])
+        reply = await ws.request("kernel_info_request", {})
+        assert reply["content"]["status"] == "ok"
+        ws.close()
+        root = GatewayClient(gw.url.replace("/gw/", "/"), token=TOKEN)
+        assert (await root.request("GET", "/api/kernels"))[0] == 404
+        await c.shutdown_kernel(model["id"])
