@@ -1,0 +1,1 @@
+"""Code that runs on kernel hosts (standard library only); shipped there by the gateway."""

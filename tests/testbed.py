@@ -1,0 +1,365 @@
+"""A multi-host SSH testbed made of Linux network namespaces (root only).
+
+``Testbed(n).up()`` builds *n* hosts on a bridge: host *i* is the network namespace
+``kft-host<i>`` with address ``10.89.0.(10+i)``, its own sshd (own host key) running in its own
+UTS namespace (``hostname`` says ``kft-host<i>``) and mount namespace with a private tmpfs on
+``/tmp``. Everything else of the filesystem is shared, so the same Python and kernelspecs exist on
+every host. The gateway side is the bridge address ``10.89.0.1`` in the root namespace. The
+hosts have no default route: they reach nothing but each other and the gateway.
+
+Names differ from ``shared/tools/testbed.sh`` (bridge ``kfbr0``, 10.88.0.0/24, ``kf-host*``) so
+both can run at once. Nothing global is edited (no /etc/hosts, no ~/.ssh): clients use
+:attr:`Testbed.key` and :attr:`Testbed.known_hosts`. ``down()`` removes everything, also what
+a crashed earlier run left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+BRIDGE = "kftbr0"
+NET = "10.89.0"
+GATEWAY_IP = f"{NET}.1"
+NS_PREFIX = "kft-host"
+VETH_PREFIX = "kftv"
+STATE_DIR = Path("/run/kft-testbed")
+SSHD = "/usr/sbin/sshd"
+
+
+class TestbedBusy(RuntimeError):
+    """Another process (a concurrent test session) holds the testbed."""
+
+    __test__ = False
+
+
+def _run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, check=check, capture_output=True, text=True)
+
+
+def missing_requirements() -> str | None:
+    """Why the testbed cannot run here, or None."""
+    if os.geteuid() != 0:
+        return "the SSH testbed needs root (network namespaces, a bridge, sshd)"
+    for tool, package in (
+        (SSHD, "openssh-server"),
+        ("ip", "iproute2"),
+        ("unshare", "util-linux"),
+        ("nsenter", "util-linux"),
+        ("ssh-keygen", "openssh-client"),
+    ):
+        if shutil.which(tool) is None:
+            return f"{tool} is missing (install the Debian package {package})"
+    return None
+
+
+@dataclass
+class TestHost:
+    __test__ = False  # not a pytest test class
+
+    index: int
+    name: str
+    ip: str
+    netns: str
+    veth: str
+    dir: Path
+
+
+class Testbed:
+    """N SSH hosts in network namespaces; see the module docstring."""
+
+    __test__ = False  # not a pytest test class
+
+    def __init__(self, n: int = 3, user: str | None = None, service_user: str | None = None):
+        """*user*: a plain account to impersonate; *service_user*: a non-root SSH login allowed
+        to run ``/usr/bin/python3`` as any other non-root user through sudo, no password."""
+        self.n = n
+        self.user = user
+        self.service_user = service_user
+        # Module globals are read here, not at import: tests/specs loads this module with
+        # other names, and its testbed must neither share our lock nor touch our sudoers file.
+        self.dir = STATE_DIR
+        self.lock_path = Path(f"{STATE_DIR}.lock")
+        self.sudoers = Path("/etc/sudoers.d") / STATE_DIR.name
+        self.key = self.dir / "id_ed25519"
+        self.known_hosts = self.dir / "known_hosts"
+        self.hosts = [
+            TestHost(
+                index=i,
+                name=f"{NS_PREFIX}{i}",
+                ip=f"{NET}.{10 + i}",
+                netns=f"{NS_PREFIX}{i}",
+                veth=f"{VETH_PREFIX}{i}",
+                dir=self.dir / f"{NS_PREFIX}{i}",
+            )
+            for i in range(1, n + 1)
+        ]
+        self._lock: int | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def up(self, wait: float = 60.0) -> Testbed:
+        """Build the testbed. Only one process may hold it (the names are fixed): waits up to
+        *wait* seconds for another test session to finish, then raises :class:`TestbedBusy`."""
+        self._acquire(wait)
+        self.down(release=False)  # whatever a crashed earlier run left behind
+        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+        _run(
+            "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "kft-testbed", "-f", str(self.key)
+        )
+        (self.dir / "authorized_keys").write_text(Path(f"{self.key}.pub").read_text())
+        os.chmod(self.dir / "authorized_keys", 0o600)
+        _run("ip", "link", "add", BRIDGE, "type", "bridge")
+        _run("sysctl", "-qw", f"net.ipv6.conf.{BRIDGE}.disable_ipv6=1", check=False)
+        _run("ip", "addr", "add", f"{GATEWAY_IP}/24", "dev", BRIDGE)
+        _run("ip", "link", "set", BRIDGE, "up")
+        lines = []
+        for host in self.hosts:
+            self._make_host(host)
+            pub = (host.dir / "ssh_host_ed25519_key.pub").read_text().split()
+            lines.append(f"{host.ip} {pub[0]} {pub[1]}\n")
+        self.known_hosts.write_text("".join(lines))
+        for host in self.hosts:
+            self.start_sshd(host)
+        for name in (self.user, self.service_user):
+            if name:
+                self._make_user(name)
+        if self.service_user:
+            self._authorize(self.service_user)
+        if self.service_user and shutil.which("visudo"):
+            rule = f"{self.service_user} ALL=(ALL,!root) NOPASSWD: /usr/bin/python3\n"
+            tmp = self.dir / "sudoers"
+            tmp.write_text(rule)
+            _run("visudo", "-c", "-q", "-f", str(tmp))
+            self.sudoers.write_text(rule)
+            os.chmod(self.sudoers, 0o440)
+        return self
+
+    def _acquire(self, wait: float) -> None:
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                self._lock = fd
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    os.close(fd)
+                    raise TestbedBusy(
+                        f"another test session holds the SSH testbed ({self.lock_path})"
+                    ) from None
+                time.sleep(0.5)  # flock has no awaitable form; this is a test fixture
+
+    def down(self, release: bool = True) -> None:
+        for netns in self._existing_netns():
+            self._kill_netns(netns)
+            _run("ip", "netns", "delete", netns, check=False)
+        for i in range(1, 64):
+            if Path(f"/sys/class/net/{VETH_PREFIX}{i}").exists():
+                _run("ip", "link", "del", f"{VETH_PREFIX}{i}", check=False)
+        if Path(f"/sys/class/net/{BRIDGE}").exists():
+            _run("ip", "link", "del", BRIDGE, check=False)
+        if self.service_user:
+            self.sudoers.unlink(missing_ok=True)
+        marker = self.dir / "created_users"
+        if marker.exists():
+            for name in marker.read_text().split():
+                _run("userdel", "-f", "-r", name, check=False)
+        shutil.rmtree(self.dir, ignore_errors=True)
+        if release and self._lock is not None:
+            os.close(self._lock)  # releases the flock
+            self._lock = None
+
+    def _existing_netns(self) -> list[str]:
+        out = _run("ip", "netns", "list", check=False).stdout
+        return [line.split()[0] for line in out.splitlines() if line.startswith(NS_PREFIX)]
+
+    def _make_host(self, host: TestHost) -> None:
+        _run("ip", "netns", "add", host.netns)
+        _run(
+            "ip",
+            "link",
+            "add",
+            host.veth,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            host.netns,
+        )
+        _run("sysctl", "-qw", f"net.ipv6.conf.{host.veth}.disable_ipv6=1", check=False)
+        _run("ip", "link", "set", host.veth, "master", BRIDGE, "up")
+        _run(
+            "ip",
+            "netns",
+            "exec",
+            host.netns,
+            "sysctl",
+            "-qw",
+            "net.ipv6.conf.eth0.disable_ipv6=1",
+            check=False,
+        )
+        _run("ip", "-n", host.netns, "addr", "add", f"{host.ip}/24", "dev", "eth0")
+        _run("ip", "-n", host.netns, "link", "set", "lo", "up")
+        _run("ip", "-n", host.netns, "link", "set", "eth0", "up")
+        host.dir.mkdir(mode=0o700)
+        _run(
+            "ssh-keygen",
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-C",
+            host.name,
+            "-f",
+            str(host.dir / "ssh_host_ed25519_key"),
+        )
+        (host.dir / "sshd_config").write_text(
+            f"ListenAddress {host.ip}:22\n"
+            f"HostKey {host.dir}/ssh_host_ed25519_key\n"
+            f"PidFile {host.dir}/sshd.pid\n"
+            f"AuthorizedKeysFile .ssh/authorized_keys {self.dir}/authorized_keys\n"
+            "PermitRootLogin prohibit-password\n"
+            "PubkeyAuthentication yes\n"
+            "PasswordAuthentication no\n"
+            "KbdInteractiveAuthentication no\n"
+            "UsePAM no\n"
+            "UseDNS no\n"
+            "StrictModes no\n"
+            "MaxStartups 200:30:400\n"
+            "MaxSessions 50\n"
+            "PermitUserEnvironment no\n"
+        )
+
+    def start_sshd(self, host: TestHost) -> None:
+        """(Re)start the host's sshd in its own UTS + mount namespace with a private /tmp."""
+        inner = (
+            f"hostname {host.name} && "
+            f"mount -t tmpfs -o mode=1777 kft-{host.name}-tmp /tmp && "
+            f"exec {SSHD} -f {host.dir}/sshd_config -E {host.dir}/sshd.log"
+        )
+        _run(
+            "ip",
+            "netns",
+            "exec",
+            host.netns,
+            "unshare",
+            "--uts",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            inner,
+        )
+        deadline = time.monotonic() + 5
+        while True:  # sshd daemonizes before it listens; nothing to wait on but the port
+            with contextlib.suppress(OSError), socket.create_connection((host.ip, 22), 0.2):
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"sshd of {host.name} did not come up: see {host.dir}")
+            time.sleep(0.02)
+
+    def _make_user(self, name: str) -> None:
+        try:
+            pwd.getpwnam(name)
+        except KeyError:
+            _run("useradd", "-m", "-s", "/bin/bash", name)
+            with open(self.dir / "created_users", "a") as f:
+                f.write(name + "\n")
+        _run("usermod", "-p", "*", name)
+
+    def _authorize(self, name: str) -> None:
+        """Let *name* log in with the testbed key (sshd reads keys as the user, and the
+        testbed directory is root's)."""
+        pw = pwd.getpwnam(name)
+        ssh_dir = Path(pw.pw_dir) / ".ssh"
+        ssh_dir.mkdir(mode=0o700, exist_ok=True)
+        keys = ssh_dir / "authorized_keys"
+        key = Path(f"{self.key}.pub").read_text()
+        existing = keys.read_text() if keys.exists() else ""
+        if key not in existing:
+            keys.write_text(existing + key)
+        for path in (ssh_dir, keys):
+            os.chown(path, pw.pw_uid, pw.pw_gid)
+        os.chmod(keys, 0o600)
+
+    # -- inspection and faults ----------------------------------------------------------------
+    def host(self, index: int) -> TestHost:
+        return self.hosts[index - 1]
+
+    def by_ip(self, ip: str) -> TestHost:
+        for host in self.hosts:
+            if host.ip == ip:
+                return host
+        raise KeyError(ip)
+
+    def pids(self, host: TestHost) -> list[int]:
+        out = _run("ip", "netns", "pids", host.netns, check=False).stdout
+        return [int(p) for p in out.split()]
+
+    def processes(self, host: TestHost) -> dict[int, str]:
+        """pid -> command line of every process in the host."""
+        procs = {}
+        for pid in self.pids(host):
+            try:
+                raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            procs[pid] = raw.replace(b"\0", b" ").decode("utf-8", "replace").strip()
+        return procs
+
+    def processes_matching(self, host: TestHost, text: str) -> dict[int, str]:
+        return {pid: cmd for pid, cmd in self.processes(host).items() if text in cmd}
+
+    def sshd_pid(self, host: TestHost) -> int | None:
+        for pid, cmd in self.processes(host).items():
+            if f"{host.dir}/sshd_config" in cmd and "listener" in cmd:
+                return pid
+        return None
+
+    def run_in(self, host: TestHost, *argv: str) -> subprocess.CompletedProcess[str]:
+        """Run *argv* inside the host (its network, UTS and mount namespaces)."""
+        pid = self.sshd_pid(host)
+        if pid is None:
+            raise RuntimeError(f"{host.name} has no sshd to enter")
+        return _run("nsenter", "-t", str(pid), "-n", "-u", "-m", "--", *argv, check=False)
+
+    def kill_host(self, host: TestHost) -> None:
+        """Kill every process of the host: its sshd, agents and kernels."""
+        self._kill_netns(host.netns, grace=0)
+
+    def set_link(self, host: TestHost, up: bool) -> None:
+        _run("ip", "link", "set", host.veth, "up" if up else "down")
+
+    def _kill_netns(self, netns: str, grace: float = 2.0) -> None:
+        def pids() -> list[int]:
+            out = _run("ip", "netns", "pids", netns, check=False).stdout
+            return [int(p) for p in out.split()]
+
+        if grace:
+            for pid in pids():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + grace
+            while pids() and time.monotonic() < deadline:
+                time.sleep(0.05)
+        for pid in pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 2
+        while pids() and time.monotonic() < deadline:
+            time.sleep(0.02)
