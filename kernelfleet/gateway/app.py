@@ -16,6 +16,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
+from jupyter_client.provisioning.factory import KernelProvisionerFactory
 from jupyter_core.paths import jupyter_data_dir
 from tornado import httpserver, netutil, web
 from traitlets import Bool, Enum, Int, Unicode
@@ -35,6 +36,7 @@ from kernelfleet.kernels.registry import KernelRegistry
 from kernelfleet.kernels.secrets import SecretBox
 from kernelfleet.kernels.sessions import SessionStore
 from kernelfleet.kernels.store import KernelStore, open_store
+from kernelfleet.placement.fleet import reset_fleets as close_fleets
 from kernelfleet.specs.catalog import KernelSpecCatalog
 
 
@@ -297,7 +299,24 @@ class Gateway(LoggingConfigurable):
         self.bound_port = sockets[0].getsockname()[1]
         self.registry.monitor.start()
         self.culler.start()
+        await self._warm_up_provisioners()
         await self.pool.start()
+
+    async def _warm_up_provisioners(self) -> None:
+        """Let provisioners that can (SSH: open host connections) get ready before the first
+        kernel, so it does not pay for an SSH login."""
+        factory = KernelProvisionerFactory.instance(parent=self.registry)
+        for entry in (await self.catalog.all()).values():
+            name = provisioner_name(entry.spec)
+            ep = factory.provisioners.get(name) if name else None
+            if ep is None:
+                continue
+            try:
+                hook = getattr(ep.load(), "warm_up", None)
+                if hook is not None:
+                    hook(entry.spec, parent=self.registry)
+            except Exception as exc:
+                self.log.warning("could not warm up kernelspec %s: %s", entry.name, exc)
 
     @property
     def url(self) -> str:
@@ -323,6 +342,7 @@ class Gateway(LoggingConfigurable):
         await self.registry.close(shutdown_kernels=self._doomed_on_stop(mode or self.stop_mode))
         if self.store is not None:
             await self.store.close()
+        await close_fleets()
         if self.server is not None:
             await asyncio.wait_for(self.server.close_all_connections(), 5)
             self.server = None

@@ -92,7 +92,7 @@ async def test_all_hosts_down_fails_fast_naming_them(testbed: Testbed, specs: Sp
         started = time.monotonic()
         with pytest.raises(HostsUnavailable) as err:
             await km.start_kernel(env=kernel_env())
-        assert time.monotonic() - started < 2, attempt
+        assert time.monotonic() - started < 10, attempt  # not the 60 s launch timeout
         for host in testbed.hosts:
             assert host.ip in err.value.message
         assert err.value.status == 503

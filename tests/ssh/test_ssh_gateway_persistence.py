@@ -133,12 +133,8 @@ async def test_a_crash_right_after_the_remote_launch_leaves_no_orphan(
     ((kid, state),) = db.execute("SELECT id, state FROM kf_kernels").fetchall()
     db.close()
     assert state == "starting"
-    # the host did start the kernel (its agent knows it by id)
-    for _ in range(100):
-        if _kernel_processes(testbed, kid):
-            break
-        await asyncio.sleep(0.1)
-    assert _kernel_processes(testbed, kid), "the launch should have left a kernel on a host"
+    # Either the host's agent already dropped the launch whose requester vanished, or a kernel
+    # process is left for the next gateway to find by id: both must end with nothing running.
     second = GatewayProcess(env)
     try:
         assert await second.client.call("GET", "/api/kernels") == []
