@@ -5,9 +5,10 @@ Each connection owns DEALER sockets for shell, control and stdin with an identit
 one reader task per socket, and receives iopub from the kernel's shared subscriber
 (:mod:`kernelfleet.kernels.channels`). Frames to the client are spliced from the kernel's raw
 JSON parts (:mod:`kernelfleet.kernels.wire`), computed once per message for all connections.
-A client that stops reading is disconnected once ``max_pending_mb`` of output waits for it,
-rather than growing the gateway's memory without bound; it reconnects with its session id and
-gets the buffered iopub.
+A client that stops reading — more than ``max_pending_mb`` of output waiting and no write
+completed for ``stall_seconds`` — is disconnected rather than growing the gateway's memory
+without bound; it reconnects with its session id and gets the buffered iopub. A fast client
+receiving one huge message is never cut off: its writes keep completing.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from collections.abc import Callable
 
 import zmq
 import zmq.asyncio
-from traitlets import Bool, Enum, Int
+from traitlets import Bool, Enum, Float, Int
 from traitlets.config import LoggingConfigurable
 
 from kernelfleet.config import option
@@ -71,6 +72,14 @@ class BridgeSettings(LoggingConfigurable):
         ),
         "KF_WS_PING_INTERVAL",
         "EG_WS_PING_INTERVAL_SECS",
+    )
+    stall_seconds = option(
+        Float(
+            10.0,
+            help="""Seconds a client may take no output at all, while more than max_pending_mb
+            wait for it, before it is disconnected. Default: 10.""",
+        ),
+        "KF_WS_STALL_SECONDS",
     )
     max_pending_mb = option(
         Int(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from typing import Any
 
 from tornado import websocket
@@ -24,6 +25,7 @@ class KernelWebsocketHandler(websocket.WebSocketHandler, BaseHandler):
     connection: KernelConnection | None = None
     record: KernelRecord | None = None
     _pending = 0
+    _stalled_since: float | None = None
 
     def set_default_headers(self) -> None:
         pass
@@ -66,10 +68,15 @@ class KernelWebsocketHandler(websocket.WebSocketHandler, BaseHandler):
     def _send(self, data: bytes, binary: bool, nbytes: int) -> None:
         if self.ws_connection is None or self.ws_connection.is_closing():
             return
-        limit = self.kf.bridge.max_pending_mb * 1024 * 1024
-        if self._pending > limit:
-            self.close(1013, "client too slow: reconnect to receive buffered output")
-            return
+        if self._pending > self.kf.bridge.max_pending_mb * 1024 * 1024:
+            # Over the limit is fine while writes complete (one huge output message is);
+            # a client that has not taken a byte for stall_seconds is cut off.
+            now = time.monotonic()
+            if self._stalled_since is None:
+                self._stalled_since = now
+            elif now - self._stalled_since > self.kf.bridge.stall_seconds:
+                self.close(1013, "client too slow: reconnect to receive buffered output")
+                return
         try:
             fut = self.write_message(data, binary=binary)
         except websocket.WebSocketClosedError:
@@ -79,6 +86,7 @@ class KernelWebsocketHandler(websocket.WebSocketHandler, BaseHandler):
 
     def _written(self, fut: asyncio.Future[None], nbytes: int) -> None:
         self._pending -= nbytes
+        self._stalled_since = None
         if not fut.cancelled():
             with contextlib.suppress(Exception):
                 fut.exception()

@@ -390,7 +390,49 @@ class KernelRegistry(LoggingConfigurable):
             record.channels.start()
         else:
             await record.channels.reset(info)
-        await record.channels.wait_ready()
+        await self._ready_or_dead(record)
+
+    async def _ready_or_dead(self, record: KernelRecord) -> None:
+        """The handshake, raced against the kernel's exit: a kernel that dies while starting
+        fails the request at once, with its exit status and the end of its log, instead of
+        after the whole launch timeout."""
+        assert record.manager is not None and record.channels is not None
+        prov = record.manager.provisioner
+        ready = asyncio.ensure_future(record.channels.wait_ready())
+        if prov is None:
+            await ready
+            return
+        exited = asyncio.ensure_future(prov.wait())
+        try:
+            await asyncio.wait({ready, exited}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (ready, exited):
+                if not task.done():
+                    task.cancel()
+            await asyncio.gather(ready, exited, return_exceptions=True)
+        if ready.done() and not ready.cancelled() and ready.exception() is None:
+            return
+        if ready.done() and not ready.cancelled() and ready.exception() is not None:
+            raise ready.exception()  # type: ignore[misc]
+        code = exited.result() if exited.done() and not exited.cancelled() else None
+        tail = await self._log_tail(record, 2000)
+        where = f" on {record.host}" if record.host else ""
+        raise LaunchFailed(
+            f"Kernel '{record.name}'{where} exited (status {code}) before it was ready."
+            + (f" The end of its log:\n{tail}" if tail else "")
+        )
+
+    async def _log_tail(self, record: KernelRecord, max_bytes: int) -> str:
+        prov = record.manager.provisioner if record.manager is not None else None
+        getter = getattr(prov, "get_kernel_log", None)
+        try:
+            if getter is not None:
+                return str(await getter(max_bytes)).strip()
+            if record.log_path:
+                return (await asyncio.to_thread(_tail_file, record.log_path, max_bytes)).strip()
+        except Exception:
+            self.log.debug("no log for kernel %s", record.id, exc_info=True)
+        return ""
 
     async def _discard(self, record: KernelRecord) -> None:
         """Remove a kernel that failed to start; leave nothing running."""
@@ -543,6 +585,13 @@ class KernelRegistry(LoggingConfigurable):
                 state = msg.content().get("execution_state")
         record.touch(state if record.lifecycle is Lifecycle.RUNNING else None)
         self.persist.touched(record)
+
+
+def _tail_file(path: str, max_bytes: int) -> str:
+    with open(path, "rb") as fh:
+        fh.seek(0, os.SEEK_END)
+        fh.seek(max(0, fh.tell() - max_bytes))
+        return fh.read().decode("utf-8", "replace")
 
 
 def _working_dir(env: dict[str, str]) -> str | None:

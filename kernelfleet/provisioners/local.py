@@ -78,14 +78,27 @@ class LocalProvisioner(_JupyterLocalProvisioner):  # type: ignore[misc]
 
     async def wait(self) -> int | None:
         if self.process is not None:
+            # Await the exit (pidfd) rather than jupyter_client's 0.1 s polling loop, then let
+            # the base class reap the process and close its pipes.
+            await self._pidfd_exit(self.process.pid)
             return await super().wait()  # type: ignore[no-any-return]
         pid = self.pid
         if not pid or not self._adopted_alive():
             return -1
+        await self._pidfd_exit(pid, self.start_time)
+        self.start_time = None
+        return -1
+
+    async def _pidfd_exit(self, pid: int, start_time: int | None = None) -> None:
+        """Return once process *pid* has exited (or at once if it cannot be watched). With
+        *start_time*, a pid now used by another process counts as exited."""
         try:
             fd = os.pidfd_open(pid)
         except OSError:
-            return -1
+            return
+        if start_time is not None and process_start_time(pid) != start_time:
+            os.close(fd)  # the pidfd pins a process: checked after opening, no race
+            return
         loop = asyncio.get_running_loop()
         exited = loop.create_future()
 
@@ -95,13 +108,10 @@ class LocalProvisioner(_JupyterLocalProvisioner):  # type: ignore[misc]
 
         loop.add_reader(fd, on_exit)
         try:
-            if self._adopted_alive():
-                await exited
+            await exited
         finally:
             loop.remove_reader(fd)
             os.close(fd)
-        self.start_time = None
-        return -1
 
     async def send_signal(self, signum: int) -> None:
         if self.process is not None:

@@ -255,3 +255,21 @@ async def test_a_launch_timeout_kills_the_kernel(kernelspec_dir: Path, tmp_path:
             await asyncio.sleep(0.1)
         else:
             raise AssertionError(f"kernel process {pid} still runs after the launch timeout")
+
+
+async def test_a_kernel_that_dies_while_starting_fails_fast_with_its_log(
+    kernelspec_dir: Path,
+) -> None:
+    add_kernelspec(kernelspec_dir, "dies", {"argv": [
+        "/bin/sh", "-c", "echo 'ImportError: no module named kernel_stuff' >&2; exit 7",
+        "{connection_file}"]})
+    async with temp_gateway() as gw:
+        c = client_for(gw)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        status, body = await c.request(
+            "POST", "/api/kernels", {"name": "dies", "env": {"KERNEL_LAUNCH_TIMEOUT": "60"}})
+        assert loop.time() - started < 30  # not the 60 s launch timeout
+        assert status == 500 and body["reason"] == "Kernel Launch Failed"
+        assert "status 7" in body["message"] and "kernel_stuff" in body["message"]
+        assert gw.registry.records == {}

@@ -100,3 +100,17 @@ async def test_legacy_binary_mode_sends_buffers_as_kernel_gateway_does(
         msg = deserialize_binary_message(raw)
         assert msg["msg_type"] == "comm_msg"
         assert [bytes(b) for b in msg["buffers"]] == [b"cba"]
+
+
+async def test_one_huge_output_message_does_not_cut_off_a_reading_client(
+    kernelspec_dir: Path,
+) -> None:
+    async with temp_gateway(BridgeSettings={"max_pending_mb": 1}) as gw:
+        c = client_for(gw)
+        model = await c.start_kernel()
+        ws = await c.connect(model["id"])
+        reply, iopub = await ws.execute("import sys; sys.stdout.write('x' * (8 << 20))")
+        assert reply["status"] == "ok"
+        assert sum(len(m["content"]["text"]) for m in iopub if m["msg_type"] == "stream") == (
+            8 << 20)
+        ws.close()
