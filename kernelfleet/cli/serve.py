@@ -151,11 +151,16 @@ class ServeApp(Application):
         asyncio.run(self._serve())
 
     async def _serve(self) -> None:
-        gateway = Gateway(parent=self)
+        try:
+            gateway = Gateway(parent=self)
+        except Exception as exc:  # a bad store URL, an unreadable key file, ...
+            self.log.critical("cannot start: %s", exc)
+            self.exit(1)
         try:
             await gateway.start()
-        except OSError as exc:
-            self.log.critical("cannot listen: %s", exc)
+        except Exception as exc:
+            self.log.critical("cannot start: %s", exc)
+            await gateway.stop(mode="leave")  # keep kernels for the next attempt
             self.exit(1)
         self.log.info("kernelfleet %s listening on %s", __version__, gateway.url)
         if gateway.generated_token:
@@ -171,6 +176,8 @@ class ServeApp(Application):
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
+        for sig in (signal.SIGTERM, signal.SIGINT):  # a second signal ends at once
+            loop.remove_signal_handler(sig)
         self.log.info("stopping (stop_mode=%s)", gateway.stop_mode)
         await gateway.stop()
         self.log.info("stopped")

@@ -12,6 +12,7 @@ import errno
 import os
 import socket
 import ssl
+import time
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
@@ -137,8 +138,9 @@ class Gateway(LoggingConfigurable):
     data_dir = option(
         Unicode(
             "",
-            help="""Directory for the gateway's state (kernel logs; kernel records in a later
-            release). Default: <Jupyter data dir>/kernelfleet.""",
+            help="""Directory for the gateway's state: the SQLite kernel store, local kernel
+            logs, the store's key file (unless secret_key_file says otherwise).
+            Default: <Jupyter data dir>/kernelfleet.""",
         ),
         "KF_DATA_DIR",
     )
@@ -280,15 +282,17 @@ class Gateway(LoggingConfigurable):
     async def start(self) -> None:
         if self.store is not None:
             await self.store.open()
+            began = time.monotonic()
             report = await self.registry.reattach()
             if report.reattached or report.gone or report.orphans_stopped or report.failed:
                 self.log.info(
                     "kernels from the store: %d reattached, %d gone, %d unfinished launches "
-                    "stopped, %d failed",
+                    "stopped, %d failed, in %.3f s",
                     report.reattached,
                     report.gone,
                     report.orphans_stopped,
                     report.failed,
+                    time.monotonic() - began,
                 )
         app = self.make_app()
         self.server = httpserver.HTTPServer(
@@ -337,6 +341,7 @@ class Gateway(LoggingConfigurable):
         """Stop accepting requests, then shut kernels down or leave them running (stop_mode)."""
         if self.server is not None:
             self.server.stop()
+        self.registry.closing = True  # requests on open connections get a 503
         await self.culler.stop()
         await self.pool.stop()
         await self.registry.close(shutdown_kernels=self._doomed_on_stop(mode or self.stop_mode))

@@ -114,13 +114,17 @@ class BaseHandler(web.RequestHandler):
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(body))
 
+    def _request_summary(self) -> str:
+        # The path only: the query may carry ?token=, which must never reach a log.
+        return f"{self.request.method} {self.request.path} ({self.request.remote_ip})"
+
     def _handle_request_exception(self, e: BaseException) -> None:
         if isinstance(e, PublicError):
             if self._finished:
                 return
             level = logging.WARNING if e.status >= 500 else logging.INFO
             log.log(
-                level, "%s %s -> %d %s", self.request.method, self.request.uri, e.status, e.message
+                level, "%s %s -> %d %s", self.request.method, self.request.path, e.status, e.message
             )
             self.send_error(e.status, reason=e.reason, exc_info=(type(e), e, e.__traceback__))
             return

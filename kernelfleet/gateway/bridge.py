@@ -187,10 +187,11 @@ class KernelConnection:
             frames = await sock.recv_multipart()
             try:
                 msg = parse_kernel_message(self.channels.session, channel, frames)
+                self.deliver(msg)
             except WireError as exc:
                 log.warning("kernel %s: dropping %s message: %s", self.record.id, channel, exc)
-                continue
-            self.deliver(msg)
+            except Exception:  # never let one message end this connection's channel
+                log.exception("kernel %s: %s message not delivered", self.record.id, channel)
 
     async def handle_incoming(self, data: str | bytes) -> None:
         """Forward one client frame to the kernel; a bad frame is logged and dropped."""

@@ -19,6 +19,7 @@ from tornado.escape import url_unescape
 from kernelfleet import __version__
 from kernelfleet.errors import NotFound
 from kernelfleet.gateway.base import BaseHandler
+from kernelfleet.kernels.logs import kernel_log
 from kernelfleet.kernels.record import kernel_model
 
 
@@ -136,13 +137,7 @@ class KernelLogsHandler(BaseHandler):
     async def get(self, kernel_id: str) -> None:
         record = await self.kf.registry.find(kernel_id, self.identity)
         max_bytes = _int_arg(self.get_query_argument("max_bytes", None), 65536)
-        text: str | None = None
-        prov = record.manager.provisioner if record.manager is not None else None
-        getter = getattr(prov, "get_kernel_log", None)
-        if getter is not None:
-            text = await getter(max_bytes)
-        elif record.log_path:
-            text = await asyncio.to_thread(_tail, record.log_path, max_bytes)
+        text = await kernel_log(record, max_bytes)
         if text is None:
             raise NotFound(f"No log is kept for kernel {kernel_id}.")
         self.set_header("Content-Type", "text/plain; charset=utf-8")
@@ -154,17 +149,6 @@ def _int_arg(raw: str | None, default: int) -> int:
         return max(1, min(int(raw), 16 * 1024 * 1024)) if raw else default
     except ValueError:
         return default
-
-
-def _tail(path: str, max_bytes: int) -> str:
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(0, 2)
-            size = fh.tell()
-            fh.seek(max(0, size - max_bytes))
-            return fh.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
 
 
 # -- sessions -------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ class KernelWebsocketHandler(websocket.WebSocketHandler, BaseHandler):
     record: KernelRecord | None = None
     _pending = 0
     _stalled_since: float | None = None
+    _largest = 0
 
     def set_default_headers(self) -> None:
         pass
@@ -68,13 +69,19 @@ class KernelWebsocketHandler(websocket.WebSocketHandler, BaseHandler):
     def _send(self, data: bytes, binary: bool, nbytes: int) -> None:
         if self.ws_connection is None or self.ws_connection.is_closing():
             return
-        if self._pending > self.kf.bridge.max_pending_mb * 1024 * 1024:
-            # Over the limit is fine while writes complete (one huge output message is);
-            # a client that has not taken a byte for stall_seconds is cut off.
+        limit = self.kf.bridge.max_pending_mb * 1024 * 1024
+        if self._pending > limit:
+            # Over the limit is fine while writes complete (one huge output message is); a
+            # client that took nothing for stall_seconds, or that falls 4x the limit (plus
+            # room for its largest messages) behind, is cut off; it reconnects and gets the
+            # session's buffered output.
             now = time.monotonic()
             if self._stalled_since is None:
                 self._stalled_since = now
-            elif now - self._stalled_since > self.kf.bridge.stall_seconds:
+            if (
+                now - self._stalled_since > self.kf.bridge.stall_seconds
+                or self._pending > 4 * limit + 2 * self._largest
+            ):
                 self.close(1013, "client too slow: reconnect to receive buffered output")
                 return
         try:
@@ -82,6 +89,7 @@ class KernelWebsocketHandler(websocket.WebSocketHandler, BaseHandler):
         except websocket.WebSocketClosedError:
             return
         self._pending += nbytes
+        self._largest = max(self._largest, nbytes)
         fut.add_done_callback(lambda f: self._written(f, nbytes))
 
     def _written(self, fut: asyncio.Future[None], nbytes: int) -> None:

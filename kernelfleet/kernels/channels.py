@@ -103,6 +103,8 @@ class KernelChannels:
         self._on_message = on_message
         self.limits = limits or BufferLimits()
         self.listeners: set[Listener] = set()
+        self._attached_at: dict[Listener, int] = {}
+        self._seq = 0
         self._buffers: dict[str, _SessionBuffer] = {}
         self._iopub: zmq.asyncio.Socket | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -177,11 +179,11 @@ class KernelChannels:
             self._iopub_seen.set()
             if self._idle_waiters and msg.msg_type == "status":
                 self._resolve_idle(msg)
-            self._on_message(msg)
-            for listener in tuple(self.listeners):
-                listener.deliver(msg)
-            if self._buffers:
-                self._buffer(msg)
+            try:
+                self._on_message(msg)
+            except Exception:
+                log.exception("iopub activity callback failed")
+            self.broadcast(msg)
 
     def _resolve_idle(self, msg: KernelMessage) -> None:
         waiter = self._idle_waiters.get(msg.parent_msg_id() or "")
@@ -210,23 +212,31 @@ class KernelChannels:
     def broadcast(self, msg: KernelMessage) -> None:
         """Send a gateway-made iopub message to every client (and the session buffers)."""
         for listener in tuple(self.listeners):
-            listener.deliver(msg)
+            try:
+                listener.deliver(msg)
+            except Exception:  # one broken connection must not silence the others
+                log.exception("delivering a kernel message to a websocket failed")
         if self._buffers:
             self._buffer(msg)
 
     def attach(self, listener: Listener) -> list[KernelMessage]:
         """Register a connection; returns the iopub messages buffered for its session."""
         self.listeners.add(listener)
+        self._seq += 1
+        self._attached_at[listener] = self._seq
         buf = self._buffers.pop(listener.session_id, None) if listener.session_id else None
         return list(buf.messages) if buf else []
 
     def detach(self, listener: Listener) -> None:
         """Unregister a connection; start buffering if it was its session's last connection."""
         self.listeners.discard(listener)
+        seq = self._attached_at.pop(listener, 0)
         sid = listener.session_id
         if self._closed or not sid:
             return
-        if any(other.session_id == sid for other in self.listeners):
+        # Buffer unless a *newer* connection of the session is live. An older one may be the
+        # orphan a stock JupyterLab leaves open (contract.md): it must not stop the buffering.
+        if any(o.session_id == sid and self._attached_at.get(o, 0) > seq for o in self.listeners):
             return
         self._buffers[sid] = _SessionBuffer()
 

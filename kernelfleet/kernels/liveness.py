@@ -72,8 +72,10 @@ class KernelMonitor(LoggingConfigurable):
     async def stop(self) -> None:
         await cancel_and_wait(self._task)
         self._task = None
-        for task in list(self._tasks):
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def forget(self, kernel_id: str) -> None:
         self._failures.pop(kernel_id, None)
@@ -110,6 +112,17 @@ class KernelMonitor(LoggingConfigurable):
                     task.add_done_callback(self._tasks.discard)
 
     async def _on_death(self, record: KernelRecord, code: int) -> None:
+        try:
+            await self._handle_death(record, code)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            self.log.exception("handling the death of kernel %s failed", record.id)
+            record.lifecycle = Lifecycle.DEAD
+            record.touch("dead")
+            self.schedule_removal(record)
+
+    async def _handle_death(self, record: KernelRecord, code: int) -> None:
         if self.registry.shared_store and self.registry.persist.store is not None:
             row = await self.registry.persist.store.get(record.id)
             if row is None or row.state == "stopping":
@@ -121,21 +134,25 @@ class KernelMonitor(LoggingConfigurable):
         if self.restart_dead_kernels and failures < self.restart_limit:
             self._failures[record.id] = failures + 1
             async with record.lock:
+                if (
+                    self.registry.records.get(record.id) is not record
+                    or record.lifecycle is not Lifecycle.RESTARTING
+                ):
+                    return  # shut down (or restarted) while we waited for the lock
                 try:
                     await self.registry.restart_in_place(record, now=True, automatic=True)
-                    return
-                except PublicError as exc:
+                except PublicError as exc:  # it is dead and scheduled for removal
                     self.log.error("automatic restart of %s failed: %s", record.id, exc.message)
                     record.reason = exc.message
-        else:
-            record.lifecycle = Lifecycle.DEAD
-            record.touch("dead")
-            record.reason = f"Kernel died (exit status {code})."
-            if record.channels is not None:
-                record.channels.broadcast(status_message("dead"))
-        self._schedule_removal(record)
+            return
+        record.lifecycle = Lifecycle.DEAD
+        record.touch("dead")
+        record.reason = f"Kernel died (exit status {code})."
+        if record.channels is not None:
+            record.channels.broadcast(status_message("dead"))
+        self.schedule_removal(record)
 
-    def _schedule_removal(self, record: KernelRecord) -> None:
+    def schedule_removal(self, record: KernelRecord) -> None:
         """Remove a dead kernel's record after ``dead_kernel_retention`` seconds."""
 
         async def remove() -> None:

@@ -16,6 +16,7 @@ from typing import Any
 from jupyter_client.kernelspec import KernelSpec
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_client.provisioning.factory import KernelProvisionerFactory
+from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
 
 from kernelfleet.kernels.record import KernelRecord
 from kernelfleet.kernels.secrets import SecretBox
@@ -44,8 +45,17 @@ def provisioner_config(spec: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
-def make_provisioner(km: AsyncKernelManager, spec: KernelSpec, kernel_id: str) -> Any:
+def spec_from_dict(spec: dict[str, Any], resource_dir: str) -> KernelSpec:
+    """A ``KernelSpec`` from a kernel.json dict (as the catalog read it, or as stored)."""
+    return KernelSpec(resource_dir=resource_dir, **_spec_fields(spec))
+
+
+def make_provisioner(
+    km: AsyncKernelManager, spec: KernelSpec | None, kernel_id: str
+) -> KernelProvisionerBase:
     """The provisioner for *spec*: ours for local kernels, else from the entry point."""
+    if spec is None:
+        raise ValueError(f"kernel {kernel_id} has no kernelspec")
     name = provisioner_name(spec.to_dict())
     if name in LOCAL_NAMES:
         from kernelfleet.provisioners.local import LocalProvisioner
@@ -57,13 +67,16 @@ def make_provisioner(km: AsyncKernelManager, spec: KernelSpec, kernel_id: str) -
             **provisioner_config(spec.to_dict()),
         )
     factory = KernelProvisionerFactory.instance(parent=km.parent)
-    return factory.create_provisioner_instance(kernel_id, spec, parent=km)
+    prov: KernelProvisionerBase = factory.create_provisioner_instance(kernel_id, spec, parent=km)
+    return prov
 
 
 class Persister:
     """Writes kernel records to a store (a no-op without one)."""
 
-    def __init__(self, store: KernelStore | None, box: SecretBox | None, gateway_id: str):
+    def __init__(
+        self, store: KernelStore | None, box: SecretBox | None, gateway_id: str
+    ) -> None:
         self.store = store
         self.box = box
         self.gateway_id = gateway_id
@@ -82,6 +95,7 @@ class Persister:
             "launch_timeout": record.launch_timeout,
             "kernel_spec": record.spec,
             "resource_dir": record.resource_dir,
+            "log_path": record.log_path,
         }
         if km is not None and km.provisioner is not None and state != "starting":
             payload["provisioner_info"] = _jsonable(await km.provisioner.get_provisioner_info())
@@ -114,7 +128,12 @@ class Persister:
     async def flush(self) -> None:
         if self.store is not None and self._dirty:
             batch, self._dirty = self._dirty, {}
-            await self.store.touch(batch)
+            try:
+                await self.store.touch(batch)
+            except BaseException:
+                for kid, when in batch.items():  # keep what was not written for next time
+                    self._dirty.setdefault(kid, when)
+                raise
 
 
 def _jsonable(value: Any) -> Any:
@@ -132,9 +151,7 @@ async def rebuild_manager(
     row: StoredKernel, payload: dict[str, Any], parent: Any
 ) -> AsyncKernelManager:
     """An ``AsyncKernelManager`` attached to the kernel a stored row describes."""
-    spec_dict = payload.get("kernel_spec") or {}
-    resource_dir = payload.get("resource_dir") or ""
-    spec = KernelSpec(resource_dir=resource_dir, **_spec_fields(spec_dict))
+    spec = spec_from_dict(payload.get("kernel_spec") or {}, payload.get("resource_dir") or "")
     km = AsyncKernelManager(kernel_name=row.name, parent=parent)
     km._kernel_spec = spec  # the kernelspec as it was at launch, even if since removed
     km.kernel_id = row.id

@@ -91,6 +91,14 @@ class KernelPool(LoggingConfigurable):
         ),
         "KF_POOL_SIZES",
     )
+    handover_timeout = option(
+        Float(
+            5.0,
+            help="""Seconds a warm kernel may take to apply a request's env before it is
+            discarded and a fresh kernel started instead. Default: 5.""",
+        ),
+        "KF_POOL_HANDOVER_TIMEOUT",
+    )
     refill_backoff_max = option(
         Float(60.0, help="Longest wait, in seconds, between failed refill attempts. Default: 60."),
         "KF_POOL_REFILL_BACKOFF_MAX",
@@ -142,23 +150,25 @@ class KernelPool(LoggingConfigurable):
         *,
         owner: str,
         env: dict[str, str],
-        req_env: Mapping[str, str],
     ) -> KernelRecord:
         """Give pooled *record* to *owner*, applying what of *env* the kernel can take."""
         env = {**env, "KERNEL_ID": record.id}
         record.owner = owner
         record.pooled = False
-        if is_python(record.spec) and record.channels is not None:
-            reply = await record.channels.request(
-                "shell",
-                "execute_request",
-                {"code": env_update_code(env), "silent": True, "store_history": False},
-            )
-            if reply.content().get("status") != "ok":
-                self.log.warning("pool kernel %s did not take the request's env", record.id)
-        record.env.update(env)
-        record.touch()
+        record.env.update(env)  # the same dict a restart launches with
+        # Recorded as the user's before their values reach it: after a crash it must never
+        # return to the pool.
         await self.registry.persist.save(record, "running")
+        if is_python(record.spec) and record.channels is not None:
+            async with asyncio.timeout(self.handover_timeout):
+                reply = await record.channels.request(
+                    "shell",
+                    "execute_request",
+                    {"code": env_update_code(env), "silent": True, "store_history": False},
+                )
+            if reply.content().get("status") != "ok":
+                raise RuntimeError(f"pool kernel {record.id} did not take the request's env")
+        record.touch()
         self.log.info("kernel %s (%s) handed over from the pool to %s", record.id,
                       record.name, owner)
         return record

@@ -17,11 +17,13 @@ it does not hold yet and drops the kernels whose rows another gateway deleted.
 from __future__ import annotations
 
 import asyncio
+import subprocess
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from kernelfleet.kernels.persistence import provisioner_name, rebuild_manager
-from kernelfleet.kernels.record import KernelRecord, Lifecycle
+from kernelfleet.kernels.logs import reopen_log
+from kernelfleet.kernels.persistence import LOCAL_NAMES, provisioner_name, rebuild_manager
+from kernelfleet.kernels.record import KernelRecord, Lifecycle, utcnow
 from kernelfleet.kernels.secrets import SecretBoxError
 from kernelfleet.kernels.store import StoredKernel
 
@@ -37,10 +39,14 @@ class ReattachReport:
     failed: int = 0
 
 
+def name_of(record: KernelRecord) -> str:
+    return provisioner_name(record.spec)
+
+
 async def stop_leftovers(row: StoredKernel, payload: dict[str, Any], parent: Any) -> int:
     """Stop what an unrecorded launch may have left, by kernel id."""
     name = provisioner_name(payload.get("kernel_spec") or {})
-    if name in {"", "local-provisioner", "kernelfleet-local"}:
+    if name in LOCAL_NAMES:
         from kernelfleet.provisioners.local import stop_orphans
 
         return await stop_orphans(row.id)
@@ -59,11 +65,20 @@ async def stop_leftovers(row: StoredKernel, payload: dict[str, Any], parent: Any
 async def adopt(
     registry: KernelRegistry, row: StoredKernel, *, claim: bool, answer_within: float
 ) -> str:
-    """Serve the kernel of *row* from this gateway; returns 'reattached', 'gone' or 'orphan'."""
+    """Serve the kernel of *row* from this gateway; returns 'reattached', 'gone', 'orphan',
+    'pending' (a launch another gateway may still be running) or 'skipped'."""
     box = registry.persist.box
     assert box is not None
+    if row.pooled and registry.shared_store:
+        return "skipped"  # warm kernels are handed over only by the gateway that started them
     payload = row.unseal(box)
     if row.state == "starting" or "provisioner_info" not in payload:
+        if registry.shared_store:
+            # Another gateway may be launching it right now: only a launch older than any
+            # launch may last is unfinished.
+            age = (utcnow() - row.created).total_seconds()
+            if age < registry.max_launch_timeout + 30:
+                return "pending"
         await stop_leftovers(row, payload, registry)
         await registry.persist.delete(row.id)
         return "orphan"
@@ -79,8 +94,15 @@ async def adopt(
         spec=dict(payload.get("kernel_spec") or {}),
         resource_dir=str(payload.get("resource_dir") or ""),
         pooled=row.pooled,
+        log_path=payload.get("log_path"),
     )
     record.manager = await rebuild_manager(row, payload, registry)
+    launch_args: Any = record.manager._launch_args
+    launch_args["env"] = record.env  # one env: a pool hand-over also applies to restarts
+    if record.log_path and name_of(record) in LOCAL_NAMES:
+        log_file = await asyncio.to_thread(reopen_log, record)
+        if log_file is not None:
+            launch_args.update(stdout=log_file, stderr=subprocess.STDOUT)
     prov = record.manager.provisioner
     alive = False
     if row.state != "dead" and prov is not None:
@@ -99,6 +121,12 @@ async def adopt(
             registry.log.warning("kernel %s runs but does not answer: %s", row.id, exc)
             alive = False
     if not alive:
+        if not claim:
+            # Not ours to judge (another gateway serves it, maybe from another machine):
+            # drop our view, never stop it or touch its row.
+            if registry.records.get(row.id) is record:
+                await registry.forget(record)
+            return "skipped"
         registry.records.setdefault(row.id, record)
         await registry.destroy(record)
         return "gone"
@@ -132,11 +160,21 @@ async def reattach_all(registry: KernelRegistry, answer_within: float) -> Reatta
             report.reattached += 1
         elif outcome == "gone":
             report.gone += 1
-        else:
+        elif outcome == "orphan":
             report.orphans_stopped += 1
 
     await asyncio.gather(*(one(r) for r in rows if r.id not in registry.records))
     return report
+
+
+async def adopt_one(registry: KernelRegistry, kernel_id: str, answer_within: float) -> None:
+    """With a shared store: serve *kernel_id* if another gateway started it (one row read)."""
+    store = registry.persist.store
+    if store is None or kernel_id in registry.records:
+        return
+    row = await store.get(kernel_id)
+    if row is not None and row.state == "running" and not row.pooled:
+        await adopt(registry, row, claim=False, answer_within=answer_within)
 
 
 async def sync_shared(registry: KernelRegistry, answer_within: float) -> None:
@@ -149,9 +187,18 @@ async def sync_shared(registry: KernelRegistry, answer_within: float) -> None:
         if kid not in rows and record.lifecycle is Lifecycle.RUNNING and not record.lock.locked():
             registry.log.info("kernel %s was shut down by another gateway", kid)
             await registry.forget(record)
-    for kid, row in rows.items():
-        if kid not in registry.records and row.state == "running":
-            try:
-                await adopt(registry, row, claim=False, answer_within=answer_within)
-            except Exception:
-                registry.log.exception("could not adopt kernel %s", kid)
+
+    async def one(kid: str, row: StoredKernel) -> None:
+        try:
+            await adopt(registry, row, claim=False, answer_within=answer_within)
+        except Exception:
+            registry.log.exception("could not adopt kernel %s", kid)
+
+    # Pooled kernels are handed over only by the gateway that started them.
+    await asyncio.gather(
+        *(
+            one(kid, row)
+            for kid, row in rows.items()
+            if kid not in registry.records and row.state == "running" and not row.pooled
+        )
+    )

@@ -39,13 +39,15 @@ from kernelfleet.kernels import policy as pol
 from kernelfleet.kernels.channels import BufferLimits, KernelChannels
 from kernelfleet.kernels.identity import Identity
 from kernelfleet.kernels.liveness import KernelMonitor
+from kernelfleet.kernels.logs import kernel_log, open_log, working_dir
 from kernelfleet.kernels.persistence import (
     LOCAL_NAMES,
     Persister,
     make_provisioner,
     provisioner_name,
+    spec_from_dict,
 )
-from kernelfleet.kernels.reattach import ReattachReport, reattach_all, sync_shared
+from kernelfleet.kernels.reattach import ReattachReport, adopt_one, reattach_all, sync_shared
 from kernelfleet.kernels.record import KernelRecord, Lifecycle
 from kernelfleet.kernels.wire import KernelMessage, status_message
 from kernelfleet.specs.catalog import KernelSpecCatalog, SpecEntry
@@ -123,6 +125,14 @@ class KernelRegistry(LoggingConfigurable):
         ),
         "KF_MAX_LAUNCH_TIMEOUT",
     )
+    shutdown_timeout = option(
+        Float(
+            30.0,
+            help="""Seconds a kernel shutdown may take (graceful request, then terminate and
+            kill by the provisioner) before the gateway kills it and moves on. Default: 30.""",
+        ),
+        "KF_SHUTDOWN_TIMEOUT",
+    )
     reattach_timeout = option(
         Float(
             15.0,
@@ -172,6 +182,7 @@ class KernelRegistry(LoggingConfigurable):
         self.data_dir = data_dir
         self.persist = persister or Persister(None, None, "")
         self.pool: KernelPool | None = None
+        self.closing = False
         self.records: dict[str, KernelRecord] = {}
         self.context = zmq.asyncio.Context()
         self.monitor = KernelMonitor(self, parent=self)
@@ -223,7 +234,7 @@ class KernelRegistry(LoggingConfigurable):
         """Like :meth:`get`, but with a shared store a kernel another gateway started is
         adopted on first use."""
         if kernel_id not in self.records and self.shared_store:
-            await self.sync()
+            await adopt_one(self, kernel_id, self.reattach_timeout)
         return self.get(kernel_id, identity)
 
     async def refresh(self) -> None:
@@ -266,6 +277,12 @@ class KernelRegistry(LoggingConfigurable):
         A compatible kernel from the warm pool is handed over instead of a launch when there
         is one (see :mod:`kernelfleet.kernels.pool`).
         """
+        if self.closing:
+            raise PublicError(
+                "The gateway is shutting down; start the kernel again in a moment.",
+                status=503,
+                reason="Gateway Stopping",
+            )
         gw = self.policy()
         name = body.get("name") or await self.catalog.default_name()
         pol.check_kernelspec_name(name)
@@ -277,11 +294,12 @@ class KernelRegistry(LoggingConfigurable):
         timeout = pol.launch_timeout(req_env, entry.policy, gw)
         if "KERNEL_ID" in req_env:
             kernel_id = pol.check_kernel_id(req_env["KERNEL_ID"])
-            if kernel_id in self.records:
+            store = self.persist.store
+            if kernel_id in self.records or (store is not None and await store.get(kernel_id)):
                 raise Conflict(f"A kernel with id {kernel_id} already exists.")
         else:
             kernel_id = str(uuid.uuid4())
-        env = pol.kernel_env(req_env, os.environ, gw, kernel_id=kernel_id, username=owner)
+        env = pol.kernel_env(req_env, self.process_env(), gw, kernel_id=kernel_id, username=owner)
 
         # Check and reserve with no await in between: concurrent requests cannot overshoot.
         if gw.max_kernels_per_user and self.live_count(owner) >= gw.max_kernels_per_user:
@@ -292,7 +310,14 @@ class KernelRegistry(LoggingConfigurable):
         if self.pool is not None:
             pooled = self.pool.take(entry, req_env)
             if pooled is not None:
-                return await self.pool.hand_over(pooled, owner=owner, env=env, req_env=req_env)
+                try:
+                    return await self.pool.hand_over(pooled, owner=owner, env=env)
+                except asyncio.CancelledError:
+                    await asyncio.shield(self.destroy(pooled))
+                    raise
+                except Exception as exc:  # fall through to a fresh kernel
+                    self.log.warning("warm kernel %s discarded: %s", pooled.id, exc)
+                    await self.destroy(pooled)
         if gw.max_kernels and self.live_count() >= gw.max_kernels:
             raise LimitReached(
                 f"The gateway runs its maximum of {gw.max_kernels} kernels. "
@@ -316,14 +341,14 @@ class KernelRegistry(LoggingConfigurable):
         name, timeout = record.name, record.launch_timeout
         self.log.info("starting kernel %s (%s) for %s", record.id, name, record.owner or "pool")
         try:
-            async with asyncio.timeout(timeout):
+            async with record.lock, asyncio.timeout(timeout):
                 await self.persist.save(record, "starting", pooled=record.pooled)
                 await self._launch(record, entry)
                 record.lifecycle = Lifecycle.RUNNING
                 record.touch("idle")
                 await self.persist.save(record, "running", pooled=record.pooled)
         except TimeoutError:
-            await self._discard(record)
+            await self.destroy(record)
             where = f" on {record.host}" if record.host else ""
             raise LaunchTimeout(
                 f"Kernel '{name}'{where} did not become ready within {timeout:g} s. Its log "
@@ -331,14 +356,14 @@ class KernelRegistry(LoggingConfigurable):
                 "if it is just slow."
             ) from None
         except asyncio.CancelledError:
-            await asyncio.shield(self._discard(record))
+            await asyncio.shield(self.destroy(record))
             raise
         except PublicError:
-            await self._discard(record)
+            await self.destroy(record)
             raise
         except Exception as exc:
             self.log.exception("kernel %s (%s) failed to start", record.id, name)
-            await self._discard(record)
+            await self.destroy(record)
             raise LaunchFailed(f"Kernel '{name}' failed to start: {_describe(exc)}") from None
         self.log.info("kernel %s ready%s", record.id, f" on {record.host}" if record.host else "")
         return record
@@ -351,14 +376,13 @@ class KernelRegistry(LoggingConfigurable):
         )
         record.manager = km
         km.kernel_id = record.id
+        # Launch exactly the kernelspec that was authorized (no second read from disk).
+        km._kernel_spec = spec_from_dict(entry.spec, entry.resource_dir)
         kwargs: dict[str, Any] = {"env": record.env, "kernel_id": record.id}
         if provisioner_name(entry.spec) in LOCAL_NAMES:
-            spec = km.kernel_spec
-            if spec is None:
-                raise LaunchFailed(f"Kernelspec '{entry.name}' could not be loaded.")
-            km.provisioner = make_provisioner(km, spec, record.id)
-            kwargs["cwd"] = await asyncio.to_thread(_working_dir, record.env)
-            log_file = await asyncio.to_thread(self._open_log, record)
+            km.provisioner = make_provisioner(km, km._kernel_spec, record.id)
+            kwargs["cwd"] = await asyncio.to_thread(working_dir, record.env)
+            log_file = await asyncio.to_thread(open_log, record, self.log_directory())
             if log_file is not None:
                 kwargs["stdout"] = log_file
                 kwargs["stderr"] = subprocess.STDOUT
@@ -366,18 +390,8 @@ class KernelRegistry(LoggingConfigurable):
         await self.persist.save(record, "launched")
         await self.connect_record(record)
 
-    def _open_log(self, record: KernelRecord) -> Any:
-        directory = self.kernel_log_dir or os.path.join(self.data_dir, "logs")
-        try:
-            os.makedirs(directory, mode=0o700, exist_ok=True)
-            path = os.path.join(directory, f"{record.id}.log")
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        except OSError as exc:
-            self.log.warning("cannot write kernel log in %s: %s", directory, exc)
-            return None
-        record.log_path = path
-        record.log_file = os.fdopen(fd, "ab", buffering=0)
-        return record.log_file
+    def log_directory(self) -> str:
+        return self.kernel_log_dir or os.path.join(self.data_dir, "logs")
 
     async def connect_record(self, record: KernelRecord) -> None:
         """Connect (or reconnect after a restart) the gateway's ZMQ side and handshake."""
@@ -415,31 +429,19 @@ class KernelRegistry(LoggingConfigurable):
         if ready.done() and not ready.cancelled() and ready.exception() is not None:
             raise ready.exception()  # type: ignore[misc]
         code = exited.result() if exited.done() and not exited.cancelled() else None
-        tail = await self._log_tail(record, 2000)
+        try:
+            tail = (await kernel_log(record, 2000) or "").strip()
+        except Exception:
+            tail = ""
         where = f" on {record.host}" if record.host else ""
         raise LaunchFailed(
             f"Kernel '{record.name}'{where} exited (status {code}) before it was ready."
             + (f" The end of its log:\n{tail}" if tail else "")
         )
 
-    async def _log_tail(self, record: KernelRecord, max_bytes: int) -> str:
-        prov = record.manager.provisioner if record.manager is not None else None
-        getter = getattr(prov, "get_kernel_log", None)
-        try:
-            if getter is not None:
-                return str(await getter(max_bytes)).strip()
-            if record.log_path:
-                return (await asyncio.to_thread(_tail_file, record.log_path, max_bytes)).strip()
-        except Exception:
-            self.log.debug("no log for kernel %s", record.id, exc_info=True)
-        return ""
-
-    async def _discard(self, record: KernelRecord) -> None:
-        """Remove a kernel that failed to start; leave nothing running."""
-        await self._destroy(record, now=True)
-
     async def destroy(self, record: KernelRecord) -> None:
-        """Stop a kernel at once and remove its record (used for kernels found dead)."""
+        """Stop a kernel at once and remove its record; leave nothing running (failed
+        launches, kernels found dead)."""
         await self._destroy(record, now=True)
 
     async def forget(self, record: KernelRecord) -> None:
@@ -460,7 +462,10 @@ class KernelRegistry(LoggingConfigurable):
                 await self.persist.save(record, "stopping")
             if km is not None and km.provisioner is not None:
                 if km.has_kernel:
-                    await km.shutdown_kernel(now=now)
+                    # The gateway owns the clock: a host that does not answer is not waited
+                    # for beyond shutdown_timeout (then the kill below).
+                    async with asyncio.timeout(self.shutdown_timeout):
+                        await km.shutdown_kernel(now=now)
                 else:
                     await km.provisioner.cleanup(restart=False)
                     pending = km.cleanup_resources(restart=False)
@@ -505,6 +510,8 @@ class KernelRegistry(LoggingConfigurable):
     async def shutdown_record(self, record: KernelRecord) -> None:
         self.log.info("shutting down kernel %s", record.id)
         async with record.lock:
+            if self.records.get(record.id) is not record:
+                return  # its launch failed meanwhile, and was cleaned up
             await self._destroy(record, now=record.lifecycle is Lifecycle.DEAD)
 
     async def interrupt_kernel(self, kernel_id: str, identity: Identity) -> None:
@@ -520,8 +527,10 @@ class KernelRegistry(LoggingConfigurable):
         """Restart in place (same kernelspec, same host for remote provisioners), same id."""
         record = await self.find(kernel_id, identity)
         async with record.lock:
-            if record.lifecycle is Lifecycle.STOPPING or record.manager is None:
-                raise Conflict(f"Kernel {kernel_id} is shutting down; it cannot be restarted.")
+            if record.lifecycle in {Lifecycle.STOPPING, Lifecycle.STARTING} or not record.manager:
+                raise Conflict(
+                    f"Kernel {kernel_id} is {record.lifecycle.value}; it cannot be restarted now."
+                )
             await self.restart_in_place(record, now=False)
         return record
 
@@ -540,8 +549,15 @@ class KernelRegistry(LoggingConfigurable):
         try:
             async with asyncio.timeout(record.launch_timeout):
                 await record.manager.restart_kernel(now=now)
+                # The new process's checkpoint first: a crash now must not orphan it.
+                await self.persist.save(record, "launched")
                 await self.connect_record(record)
-        except (TimeoutError, Exception) as exc:
+        except Exception as exc:
+            prov = record.manager.provisioner
+            with contextlib.suppress(Exception):
+                if prov is not None and prov.has_process:
+                    await prov.kill()  # nothing keeps running outside the limits
+            self.monitor.schedule_removal(record)
             record.lifecycle = Lifecycle.DEAD
             record.touch("dead")
             if record.channels is not None:
@@ -585,21 +601,6 @@ class KernelRegistry(LoggingConfigurable):
                 state = msg.content().get("execution_state")
         record.touch(state if record.lifecycle is Lifecycle.RUNNING else None)
         self.persist.touched(record)
-
-
-def _tail_file(path: str, max_bytes: int) -> str:
-    with open(path, "rb") as fh:
-        fh.seek(0, os.SEEK_END)
-        fh.seek(max(0, fh.tell() - max_bytes))
-        return fh.read().decode("utf-8", "replace")
-
-
-def _working_dir(env: dict[str, str]) -> str | None:
-    """``KERNEL_WORKING_DIR`` is a path on the notebook server's host: use it only if it exists."""
-    path = env.get("KERNEL_WORKING_DIR")
-    if path and os.path.isdir(path):
-        return path
-    return None
 
 
 def _describe(exc: BaseException) -> str:

@@ -1,0 +1,483 @@
+"""Pure builders of kernelspecs: ``kernel.json`` and ``bin/run.sh`` from install options.
+
+Nothing here does I/O. :func:`build_spec` turns a validated :class:`SpecOptions` and the final
+resource directory into the files of a kernelspec; :mod:`kernelfleet.specs.installer` writes
+them. Every option's effect is unit-tested in ``tests/specs/test_builders.py``.
+
+Shapes (``<dir>`` is the kernelspec's resource directory, the same path on every host):
+
+- Python: ``python -m ipykernel_launcher -f {connection_file}`` (plus
+  ``--IPKernelApp.kernel_class=…`` for an ipykernel subclass).
+- R: IRkernel's own argv (``R --slave -e IRkernel::main() --args {connection_file}``).
+  IRkernel has no CurveZMQ support, so R specs switch ``transport_encryption`` off.
+- Spark (``--spark``, always for Scala): ``<dir>/bin/run.sh`` runs ``spark-submit`` in client
+  mode with the application named after the kernel id; the app is kernelfleet's launcher
+  (``<dir>/scripts/spark_kernel.py`` for Python, ``spark_kernel.R`` for R) or Apache Toree's jar
+  for Scala. ``SPARK_OPTS`` (kernel.json ``env``, the admin's) and ``KERNEL_EXTRA_SPARK_OPTS``
+  (the start request's) are split into words by the launcher's ``--split-spark-opts`` mode
+  (shell-like quoting, nothing evaluated) and read back by bash as NUL-separated data: no
+  ``eval``, no word splitting of untrusted text by the shell. A Python kernel in ``lazy``
+  mode is started directly, so it answers before any JVM exists; PySpark then runs the same
+  spark-submit (same name and options, handed over re-quoted in ``PYSPARK_SUBMIT_ARGS``)
+  when the session is created in the background. Spark kernels use ``interrupt_mode:
+  message``: a SIGINT to the process group would stop spark-submit's JVM. run.sh exports the
+  kernel's address as ``SPARK_LOCAL_IP`` (executors must reach the driver; host names need
+  not resolve).
+
+``metadata.kernel_provisioner.config`` holds only settings that differ from the provisioner's
+defaults, plus ``launch_timeout`` (always, as admins expect from ``jupyter ssh-spec``).
+``metadata.kernelfleet`` records how the spec was made (used by ``spec list`` and
+``hosts check``).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import shlex
+from dataclasses import dataclass, field
+from typing import Any
+
+from kernelfleet import __version__
+from kernelfleet.errors import BadRequest
+from kernelfleet.transport.protocol import PORT_NAMES, parse_port_range
+
+KINDS = ("ssh", "local")
+LANGUAGES = ("python", "r", "scala")
+INIT_MODES = ("lazy", "eager", "none")
+LOAD_BALANCING = ("round-robin", "least-connection", "load")
+
+DEFAULT_KERNEL_CLASS = "ipykernel.ipkernel.IPythonKernel"
+DEFAULT_LAUNCH_TIMEOUT = 60.0
+DEFAULT_SPARK_MASTER = "yarn"
+DEFAULT_SPARK_HOME = "/opt/spark"
+DEFAULT_INIT_MODE = "lazy"
+
+SSH_PROVISIONER = "kernelfleet-ssh"
+LOCAL_PROVISIONER = "kernelfleet-local"  # our local provisioner: accepts the policy keys
+
+RUN_SH = "bin/run.sh"
+PYTHON_LAUNCHER = "scripts/spark_kernel.py"
+R_LAUNCHER = "scripts/spark_kernel.R"
+TOREE_MAIN_CLASS = "org.apache.toree.Main"
+
+#: spark-submit options a start request may not set: they would rename the application (it
+#: must stay findable by kernel id), move the driver, change the user, or name another app.
+#: Enforced by the launcher's splitter; listed here for the docs and tests.
+FORBIDDEN_REQUEST_SPARK_OPTS = (
+    "--name",
+    "--master",
+    "--deploy-mode",
+    "--class",
+    "--proxy-user",
+    "--principal",
+    "--keytab",
+    "--kill",
+    "--status",
+)
+
+KERNEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+HOST_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.:_-]{0,252}$")
+USER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,63}$")
+DOTTED_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
+SPARK_MASTER_RE = re.compile(
+    r"^(yarn|local(\[(\d+|\*)(,\d+)?\])?|(spark|k8s|mesos)://[A-Za-z0-9.:,/\[\]_-]+)$"
+)
+_UNSAFE_TEXT = re.compile(r"[\x00-\x1f\x7f]")
+_UNSAFE_PATH = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class SpecError(BadRequest):
+    """An install option has a value that cannot make a working kernelspec."""
+
+
+@dataclass(frozen=True)
+class SpecOptions:
+    """What ``kernelfleet spec install`` was asked for (CLI values, not yet validated)."""
+
+    kind: str = "ssh"
+    kernel_name: str = ""
+    display_name: str = ""
+    language: str = "python"
+    python: str = "python3"
+    remote_hosts: tuple[str, ...] = ()
+    load_balancing_algorithm: str = ""
+    authorized_users: tuple[str, ...] = ()
+    unauthorized_users: tuple[str, ...] = ()
+    port_range: str = ""
+    launch_timeout: float = DEFAULT_LAUNCH_TIMEOUT
+    ipykernel_subclass_name: str = DEFAULT_KERNEL_CLASS
+    spark: bool = False
+    spark_master: str = DEFAULT_SPARK_MASTER
+    spark_home: str = DEFAULT_SPARK_HOME
+    spark_init_mode: str = DEFAULT_INIT_MODE
+    extra_spark_opts: str = ""
+    toree_jar: str = ""
+    extra_env: tuple[tuple[str, str], ...] = field(default=())
+
+    @property
+    def lang(self) -> str:
+        return self.language.strip().lower()
+
+    @property
+    def uses_spark(self) -> bool:
+        """Scala kernels (Apache Toree) always run through spark-submit."""
+        return self.spark or self.lang == "scala"
+
+    @property
+    def name(self) -> str:
+        """The kernel name: as given, else ``<kind>_<language>[_spark]`` (GP's names)."""
+        if self.kernel_name:
+            return self.kernel_name
+        suffix = "_spark" if self.spark and self.lang != "scala" else ""
+        return f"{self.kind}_{self.lang}{suffix}"
+
+    @property
+    def title(self) -> str:
+        if self.display_name:
+            return self.display_name
+        lang = {"python": "Python", "r": "R", "scala": "Scala"}.get(self.lang, self.lang)
+        where = "on SSH hosts" if self.kind == "ssh" else "(local)"
+        if self.uses_spark:
+            return f"Spark - {lang} {where} ({self.spark_master})"
+        return f"{lang} {where}"
+
+
+def _check_text(what: str, value: str, limit: int = 4096) -> None:
+    if _UNSAFE_TEXT.search(value) or len(value) > limit:
+        raise SpecError(f"{what} must be one line of at most {limit} characters")
+
+
+def validate(opts: SpecOptions) -> None:
+    """Raise :class:`SpecError` naming the first option whose value is not usable."""
+    if opts.kind not in KINDS:
+        raise SpecError(f"unknown spec kind {opts.kind!r} (use one of: {', '.join(KINDS)})")
+    if opts.lang not in LANGUAGES:
+        raise SpecError(
+            f"--language {opts.language!r} is not supported (use one of: {', '.join(LANGUAGES)})"
+        )
+    if not KERNEL_NAME_RE.match(opts.name):
+        raise SpecError(
+            f"--kernel-name {opts.name!r} is not valid: use letters, digits, '.', '_' and '-' "
+            "(at most 64 characters, starting with a letter or digit)"
+        )
+    _check_text("--display-name", opts.title, 200)
+    if not opts.python.strip():
+        raise SpecError("--python must name the interpreter to run on the hosts")
+    if _UNSAFE_PATH.search(opts.python) or len(opts.python) > 1024:
+        raise SpecError("--python must be a path without control characters")
+    if opts.kind == "local" and opts.remote_hosts:
+        raise SpecError("--remote-hosts only applies to 'spec install ssh'")
+    for host in opts.remote_hosts:
+        if not HOST_RE.match(host):
+            raise SpecError(f"--remote-hosts: {host[:100]!r} is not a host name or address")
+    if opts.load_balancing_algorithm and opts.load_balancing_algorithm not in LOAD_BALANCING:
+        raise SpecError(
+            f"--load-balancing-algorithm {opts.load_balancing_algorithm!r}: use one of "
+            f"{', '.join(LOAD_BALANCING)}"
+        )
+    for flag, users in (
+        ("--authorized-users", opts.authorized_users),
+        ("--unauthorized-users", opts.unauthorized_users),
+    ):
+        for user in users:
+            if not USER_RE.match(user):
+                raise SpecError(f"{flag}: {user[:64]!r} is not a user name")
+    if opts.port_range:
+        parse_port_range(opts.port_range, len(PORT_NAMES))  # raises BadRequest with the cause
+    if not (math.isfinite(opts.launch_timeout) and opts.launch_timeout > 0):
+        raise SpecError(
+            f"--launch-timeout must be a positive number of seconds, not {opts.launch_timeout}"
+        )
+    if not DOTTED_RE.match(opts.ipykernel_subclass_name):
+        raise SpecError(
+            f"--ipykernel-subclass-name {opts.ipykernel_subclass_name!r} must be a dotted "
+            "'module.Class' name"
+        )
+    if opts.ipykernel_subclass_name != DEFAULT_KERNEL_CLASS and opts.lang != "python":
+        raise SpecError("--ipykernel-subclass-name applies to Python kernels only")
+    if opts.spark_init_mode not in INIT_MODES:
+        raise SpecError(f"--spark-init-mode must be one of {', '.join(INIT_MODES)}")
+    if not SPARK_MASTER_RE.match(opts.spark_master):
+        raise SpecError(
+            f"--spark-master {opts.spark_master[:200]!r} is not a Spark master URL "
+            "(yarn, local[N], spark://host:port, k8s://…)"
+        )
+    if not opts.spark_home.startswith("/") or _UNSAFE_PATH.search(opts.spark_home):
+        raise SpecError(f"--spark-home must be an absolute path, not {opts.spark_home[:200]!r}")
+    _check_text("--extra-spark-opts", opts.extra_spark_opts)
+    for flag, value in (
+        ("--python", opts.python),
+        ("--spark-home", opts.spark_home),
+        ("--extra-spark-opts", opts.extra_spark_opts),
+        ("--toree-jar", opts.toree_jar),
+    ):
+        # kernel.json env values are templates for jupyter_client (${VAR} is substituted
+        # from the start request's env): a '$' would let a request edit them
+        if "$" in value:
+            raise SpecError(f"{flag} must not contain '$'")
+    split_spark_opts(opts.extra_spark_opts, what="--extra-spark-opts", trusted=True)
+    if opts.toree_jar and (
+        not opts.toree_jar.startswith("/") or _UNSAFE_PATH.search(opts.toree_jar)
+    ):
+        raise SpecError("--toree-jar must be an absolute path")
+    if opts.lang == "scala" and not opts.toree_jar:
+        raise SpecError(
+            "Scala kernels run Apache Toree: pass --toree-jar with the path of its assembly jar "
+            "on the hosts (pip install apache-toree puts it under site-packages/toree/lib/)"
+        )
+
+
+def split_spark_opts(text: str, *, what: str, trusted: bool) -> list[str]:
+    """Split spark-submit options like a POSIX shell would, evaluating nothing.
+
+    Every word must be an option (``--x``, ``--x=v``, ``-v``) or the value after one: a bare
+    word in option position would become spark-submit's application. *trusted* (the admin's
+    options) lifts the ban on :data:`FORBIDDEN_REQUEST_SPARK_OPTS`. The launcher applies the
+    same rules on the host (``spark_kernel.py --split-spark-opts``).
+    """
+    if _UNSAFE_TEXT.search(text):
+        raise SpecError(f"{what} must not contain control characters (newlines, tabs…)")
+    try:
+        words = shlex.split(text, comments=False, posix=True)
+    except ValueError as exc:
+        raise SpecError(f"{what} cannot be split into words: {exc}") from None
+    expect_value = False
+    for word in words:
+        if expect_value:
+            expect_value = False
+            continue
+        if not word.startswith("-"):
+            raise SpecError(f"{what}: {word[:100]!r} is not an option (options start with '-')")
+        name = word.split("=", 1)[0]
+        if not trusted and name in FORBIDDEN_REQUEST_SPARK_OPTS:
+            raise SpecError(f"{what}: {name} may not be changed for a kernel")
+        expect_value = "=" not in word and word not in ("--verbose", "-v", "--supervise")
+    if expect_value:
+        raise SpecError(f"{what}: option {words[-1]!r} has no value")
+    return words
+
+
+# -- kernel.json -------------------------------------------------------------------------------
+
+
+def provisioner_config(opts: SpecOptions) -> dict[str, Any]:
+    """The non-default provisioner settings, plus ``launch_timeout``."""
+    cfg: dict[str, Any] = {}
+    if opts.kind == "ssh":
+        if opts.remote_hosts:
+            cfg["remote_hosts"] = list(opts.remote_hosts)
+        if opts.load_balancing_algorithm and opts.load_balancing_algorithm != "round-robin":
+            cfg["load_balancing_algorithm"] = opts.load_balancing_algorithm
+        if opts.port_range:
+            cfg["port_range"] = opts.port_range
+        if opts.lang == "r":
+            cfg["transport_encryption"] = False  # IRkernel cannot use CurveZMQ keys
+    if opts.authorized_users:
+        cfg["authorized_users"] = list(opts.authorized_users)
+    if opts.unauthorized_users:
+        cfg["unauthorized_users"] = list(opts.unauthorized_users)
+    cfg["launch_timeout"] = _number(opts.launch_timeout)
+    return cfg
+
+
+def _number(value: float) -> float | int:
+    return int(value) if float(value).is_integer() else value
+
+
+def spark_opts(opts: SpecOptions) -> str:
+    """The admin's spark-submit options (``SPARK_OPTS``): master, client mode, extras.
+
+    ``--name`` is added by run.sh from ``KERNEL_ID`` so it cannot go stale.
+    """
+    words = ["--master", opts.spark_master, "--deploy-mode", "client"]
+    words += split_spark_opts(opts.extra_spark_opts, what="--extra-spark-opts", trusted=True)
+    return shlex.join(words)
+
+
+def build_argv(opts: SpecOptions, resource_dir: str) -> list[str]:
+    if opts.uses_spark:
+        run_sh = f"{resource_dir.rstrip('/')}/{RUN_SH}"
+        if opts.lang == "scala":
+            return [run_sh, "--profile", "{connection_file}"]
+        if opts.lang == "r":
+            return [run_sh, "{connection_file}", opts.spark_init_mode]
+        argv = [run_sh, "--connection-file", "{connection_file}"]
+        argv += ["--spark-init-mode", opts.spark_init_mode]
+        if opts.ipykernel_subclass_name != DEFAULT_KERNEL_CLASS:
+            argv += ["--kernel-class", opts.ipykernel_subclass_name]
+        return argv
+    if opts.lang == "r":
+        return ["R", "--slave", "-e", "IRkernel::main()", "--args", "{connection_file}"]
+    argv = [opts.python, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    if opts.ipykernel_subclass_name != DEFAULT_KERNEL_CLASS:
+        argv.append(f"--IPKernelApp.kernel_class={opts.ipykernel_subclass_name}")
+    return argv
+
+
+def build_env(opts: SpecOptions) -> dict[str, str]:
+    env: dict[str, str] = {}
+    if opts.uses_spark:
+        env["SPARK_HOME"] = opts.spark_home
+        env["SPARK_OPTS"] = spark_opts(opts)
+        env["KERNELFLEET_PYTHON"] = opts.python
+        if opts.lang == "python":
+            env["PYSPARK_PYTHON"] = opts.python
+            env["PYSPARK_DRIVER_PYTHON"] = opts.python
+        if opts.lang == "scala":
+            env["TOREE_JAR"] = opts.toree_jar
+    env.update(dict(opts.extra_env))
+    return env
+
+
+def build_kernel_json(opts: SpecOptions, resource_dir: str) -> dict[str, Any]:
+    """The kernel.json dict for *opts*, installed at *resource_dir* (absolute path)."""
+    validate(opts)
+    provisioner = SSH_PROVISIONER if opts.kind == "ssh" else LOCAL_PROVISIONER
+    return {
+        "argv": build_argv(opts, resource_dir),
+        "display_name": opts.title,
+        "language": {"python": "python", "r": "R", "scala": "scala"}[opts.lang],
+        "interrupt_mode": "message" if opts.uses_spark else "signal",
+        "env": build_env(opts),
+        "metadata": {
+            "kernel_provisioner": {
+                "provisioner_name": provisioner,
+                "config": provisioner_config(opts),
+            },
+            "kernelfleet": {
+                "installer": f"kernelfleet {__version__}",
+                "kind": opts.kind,
+                "language": opts.lang,
+                "python": opts.python,
+                "spark": (
+                    {
+                        "master": opts.spark_master,
+                        "home": opts.spark_home,
+                        "init_mode": opts.spark_init_mode,
+                    }
+                    if opts.uses_spark
+                    else None
+                ),
+            },
+        },
+    }
+
+
+# -- bin/run.sh ----------------------------------------------------------------------------------
+
+_RUN_SH_HEAD = """\
+#!/usr/bin/env bash
+# Starts kernel '{name}' through spark-submit (client mode). Written by `kernelfleet spec install`;
+# `kernelfleet spec install --replace` rewrites it.
+#
+# Options come from two places, both split into words by the launcher (shell-like quoting,
+# nothing evaluated) and read back here as NUL-separated data -- never through eval:
+#   SPARK_OPTS               the admin's options (kernel.json "env")
+#   KERNEL_EXTRA_SPARK_OPTS  the start request's options (checked: options only, and none of
+#                            --name/--master/--deploy-mode/--class/--proxy-user/...)
+set -euo pipefail
+
+: "${{KERNEL_ID:?KERNEL_ID is not set (kernels are started by the kernelfleet host agent)}}"
+: "${{SPARK_HOME:?SPARK_HOME is not set (kernel.json env)}}"
+here="$(cd "$(dirname "${{BASH_SOURCE[0]}}")/.." && pwd)"
+python="${{KERNELFLEET_PYTHON:-{python}}}"
+
+spark_submit="$SPARK_HOME/bin/spark-submit"
+if [[ ! -x "$spark_submit" ]]; then
+  echo "kernelfleet: $spark_submit not found:" \
+    "install Spark there or fix SPARK_HOME in $here/kernel.json" >&2
+  exit 127
+fi
+
+# The driver advertises the address the kernel listens on (from the connection file): the
+# executors must reach it, and the host's own name need not resolve.
+if [[ -z "${{SPARK_LOCAL_IP:-}}" ]]; then
+  SPARK_LOCAL_IP="$("$python" -I "$here/{splitter}" --local-ip "$@")" || SPARK_LOCAL_IP=""
+  if [[ -n "$SPARK_LOCAL_IP" ]]; then export SPARK_LOCAL_IP; else unset SPARK_LOCAL_IP; fi
+fi
+
+opts=()
+mapfile -d '' -t opts < <("$python" -I "$here/{splitter}" --split-spark-opts)
+if ! wait "$!"; then
+  echo "kernelfleet: refusing to start: the Spark options above are not acceptable" >&2
+  exit 2
+fi
+"""
+
+_RUN_SH_PYTHON = """
+launcher="$here/{launcher}"
+if [[ " $* " == *" --spark-init-mode lazy "* ]]; then
+  # lazy: the kernel starts now, without waiting for a JVM; when the session is created in the
+  # background, PySpark runs the same spark-submit (the launcher passes these options to it
+  # in PYSPARK_SUBMIT_ARGS, re-quoted, never evaluated).
+  pypath=""
+  for zip in "$SPARK_HOME"/python/lib/pyspark.zip "$SPARK_HOME"/python/lib/py4j-*-src.zip; do
+    if [[ -f "$zip" ]]; then pypath="$pypath${{pypath:+:}}$zip"; fi
+  done
+  export PYTHONPATH="$pypath${{PYTHONPATH:+:$PYTHONPATH}}"
+  exec "$python" "$launcher" "$@"
+fi
+exec "$spark_submit" --name "$KERNEL_ID" "${{opts[@]}}" "$launcher" "$@"
+"""
+
+_RUN_SH_R = """
+exec "$spark_submit" --name "$KERNEL_ID" "${{opts[@]}}" "$here/{launcher}" "$@"
+"""
+
+_RUN_SH_SCALA = """
+: "${{TOREE_JAR:?TOREE_JAR is not set (kernel.json env)}}"
+exec "$spark_submit" --name "$KERNEL_ID" "${{opts[@]}}" --class {main} "$TOREE_JAR" "$@"
+"""
+
+
+def build_run_sh(opts: SpecOptions) -> str | None:
+    """The text of ``bin/run.sh`` for a Spark spec, or None when the spec needs none.
+
+    Install-time values in the script are quoted with :func:`shlex.quote`; request values
+    are only ever expanded inside double quotes or arrays.
+    """
+    validate(opts)
+    if not opts.uses_spark:
+        return None
+    head = _RUN_SH_HEAD.format(
+        name=opts.name.replace("\n", " "),
+        python=_quote_default(opts.python),
+        splitter=PYTHON_LAUNCHER,
+    )
+    if opts.lang == "scala":
+        return head + _RUN_SH_SCALA.format(main=TOREE_MAIN_CLASS)
+    if opts.lang == "r":
+        return head + _RUN_SH_R.format(launcher=R_LAUNCHER)
+    return head + _RUN_SH_PYTHON.format(launcher=PYTHON_LAUNCHER)
+
+
+def _quote_default(value: str) -> str:
+    """*value* for use inside ``"${VAR:-…}"``: reject what double quotes would expand."""
+    if re.search(r'["$`\\]', value):
+        raise SpecError(f"--python {value[:200]!r} must not contain quotes, '$', '`' or '\\'")
+    return value
+
+
+@dataclass(frozen=True)
+class SpecFiles:
+    """A kernelspec to write: kernel.json plus generated files (relative path → text, mode)."""
+
+    name: str
+    kernel_json: dict[str, Any]
+    files: dict[str, tuple[str, int]]
+    #: package resources to copy: relative destination path → launcher module file name
+    launchers: dict[str, str]
+
+
+def build_spec(opts: SpecOptions, resource_dir: str) -> SpecFiles:
+    kernel_json = build_kernel_json(opts, resource_dir)
+    files: dict[str, tuple[str, int]] = {}
+    launchers: dict[str, str] = {}
+    run_sh = build_run_sh(opts)
+    if run_sh is not None:
+        files[RUN_SH] = (run_sh, 0o755)
+        launchers[PYTHON_LAUNCHER] = "spark_kernel.py"
+        if opts.lang == "r":
+            launchers[R_LAUNCHER] = "spark_kernel.R"
+    return SpecFiles(opts.name, kernel_json, files, launchers)
