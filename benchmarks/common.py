@@ -81,6 +81,10 @@ class Metric:
 
     @property
     def passed(self) -> bool | None:
+        if self.kind == "abs_max":  # an absolute bound on the kernelfleet value
+            if self.target is None or self.gateway is None:
+                return None
+            return self.gateway <= self.target
         ratio = self.ratio
         if self.target is None or ratio is None or self.kind == "info":
             return None
@@ -89,6 +93,8 @@ class Metric:
     def target_text(self) -> str:
         if self.target is None or self.kind == "info":
             return "—"
+        if self.kind == "abs_max":
+            return f"≤ {fmt_value(self.target, self.unit)}"
         return f"{'≤' if self.kind == 'max' else '≥'} {self.target:.2f}x"
 
     def as_dict(self) -> dict[str, Any]:

@@ -220,9 +220,12 @@ class WsKernel:
 class GatewayKernel:
     """A kernel started through the gateway's REST API, reached over its websocket."""
 
-    def __init__(self, gw: GatewayProcess, connect: bool = True) -> None:
+    def __init__(
+        self, gw: GatewayProcess, connect: bool = True, kernel_name: str = "python3"
+    ) -> None:
         self.gw = gw
         self.connect = connect
+        self.kernel_name = kernel_name
         self.client = gw.client()
         self.kernel_id: str | None = None
         self.ws: WsKernel | None = None
@@ -233,7 +236,7 @@ class GatewayKernel:
         With ``connect=False`` (constructor) only the POST.
         """
         t0 = time.perf_counter()
-        model = await self.client.start_kernel("python3")
+        model = await self.client.start_kernel(self.kernel_name)
         self.kernel_id = model["id"]
         t_post = time.perf_counter()
         if not self.connect:

@@ -123,8 +123,10 @@ class Context:
         self._kernels.append(k)
         return k
 
-    def gateway_kernel(self, gw: GatewayProcess, connect: bool = True) -> GatewayKernel:
-        k = GatewayKernel(gw, connect=connect)
+    def gateway_kernel(
+        self, gw: GatewayProcess, connect: bool = True, kernel_name: str = "python3"
+    ) -> GatewayKernel:
+        k = GatewayKernel(gw, connect=connect, kernel_name=kernel_name)
         self._kernels.append(k)
         return k
 
