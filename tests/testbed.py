@@ -19,10 +19,12 @@ import contextlib
 import fcntl
 import os
 import pwd
+import shlex
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +36,13 @@ NS_PREFIX = "kft-host"
 VETH_PREFIX = "kftv"
 STATE_DIR = Path("/run/kft-testbed")
 SSHD = "/usr/sbin/sshd"
+
+
+def _paths_under_tmp() -> list[Path]:
+    """The checkout and the interpreter's prefix, where they are under /tmp (outermost only)."""
+    candidates = {Path(__file__).resolve().parents[1], Path(sys.prefix).resolve()}
+    under = sorted(p for p in candidates if p.is_relative_to("/tmp") and p != Path("/tmp"))
+    return [p for p in under if not any(p != q and p.is_relative_to(q) for q in under)]
 
 
 class TestbedBusy(RuntimeError):
@@ -245,10 +254,25 @@ class Testbed:
         )
 
     def start_sshd(self, host: TestHost) -> None:
-        """(Re)start the host's sshd in its own UTS + mount namespace with a private /tmp."""
+        """(Re)start the host's sshd in its own UTS + mount namespace with a private /tmp.
+
+        A checkout or virtualenv that lives under /tmp (a CI clone, say) stays visible on the
+        hosts: it is bind-mounted aside, the private tmpfs goes on /tmp, and it is mounted
+        back at the same path ("same path on every host", as a real fleet has it)."""
+        keep = _paths_under_tmp()
+        stash = [f"{host.dir}/keep{i}" for i in range(len(keep))]
+        before = "".join(
+            f"mkdir -p {shlex.quote(s)} && mount --bind {shlex.quote(str(p))} {shlex.quote(s)} && "
+            for p, s in zip(keep, stash, strict=True)
+        )
+        after = "".join(
+            f"mkdir -p {shlex.quote(str(p))} && "
+            f"mount --bind {shlex.quote(s)} {shlex.quote(str(p))} && "
+            for p, s in zip(keep, stash, strict=True)
+        )
         inner = (
-            f"hostname {host.name} && "
-            f"mount -t tmpfs -o mode=1777 kft-{host.name}-tmp /tmp && "
+            f"hostname {host.name} && {before}"
+            f"mount -t tmpfs -o mode=1777 kft-{host.name}-tmp /tmp && {after}"
             f"exec {SSHD} -f {host.dir}/sshd_config -E {host.dir}/sshd.log"
         )
         _run(
