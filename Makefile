@@ -6,8 +6,11 @@ STAMP := $(VENV)/.installed-stamp
 # Debian packages the test suite drives for real: sshd for the SSH testbed hosts, Chromium for
 # the JupyterLab browser test, iproute2 for the network namespaces, Debian's ipykernel for the
 # impersonated (non-root) user's kernels on the testbed hosts (root's pyenv is not readable),
-# sudo for impersonation by a non-root SSH user, PostgreSQL for the shared kernel store.
-SYSTEM_PACKAGES := openssh-server chromium iproute2 procps python3-ipykernel sudo postgresql
+# sudo for impersonation by a non-root SSH user, PostgreSQL for the shared kernel store,
+# Java 17 for the Spark standalone cluster of tests/spark (pyspark comes with the test extra),
+# R and IRkernel for the R kernels of tests/specs.
+SYSTEM_PACKAGES := openssh-server chromium iproute2 procps python3-ipykernel sudo postgresql \
+	openjdk-17-jre-headless r-base-core r-cran-irkernel
 
 .PHONY: install system-deps run test test-fast lint bench clean
 
@@ -28,6 +31,9 @@ system-deps:
 	/usr/bin/python3 -c "import ipykernel" >/dev/null 2>&1 || missing="$$missing python3-ipykernel"; \
 	[ -x /usr/bin/sudo ] || missing="$$missing sudo"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	command -v java >/dev/null 2>&1 || missing="$$missing openjdk-17-jre-headless"; \
+	command -v R >/dev/null 2>&1 || missing="$$missing r-base-core"; \
+	[ -d /usr/lib/R/site-library/IRkernel ] || missing="$$missing r-cran-irkernel"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \

@@ -45,7 +45,8 @@ def process_start_time(pid):
 
 
 def listening_ports(ip):
-    """Ports in LISTEN state bound on *ip* or on the wildcard address (IPv4)."""
+    """Ports in LISTEN state bound on *ip* or on the wildcard address: IPv4 sockets, and IPv6
+    sockets on ``::`` or ``::ffff:<ip>`` (a JVM, e.g. Apache Toree, binds IPv4 that way)."""
     wanted = set()
     try:
         packed = socket.inet_aton(ip)
@@ -53,15 +54,21 @@ def listening_ports(ip):
     except OSError:
         pass
     wanted.add("00000000")
+    # /proc/net/tcp6 prints each 32-bit word of the address in host (little-endian) order.
+    wanted6 = {"0" * 32} | {"0000000000000000FFFF0000" + w for w in wanted if w != "00000000"}
     found = set()
-    with open("/proc/net/tcp") as f:
-        next(f)
-        for line in f:
+    for table, addrs in (("/proc/net/tcp", wanted), ("/proc/net/tcp6", wanted6)):
+        try:
+            with open(table) as f:
+                lines = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
             parts = line.split()
             if len(parts) < 4 or parts[3] != "0A":
                 continue
             addr, _, port = parts[1].partition(":")
-            if addr in wanted:
+            if addr in addrs:
                 found.add(int(port, 16))
     return found
 

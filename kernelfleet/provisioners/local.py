@@ -45,6 +45,7 @@ class LocalProvisioner(_JupyterLocalProvisioner):  # type: ignore[misc]
     authorized_users = TAny(None, allow_none=True)
     unauthorized_users = TAny(None, allow_none=True)
     launch_timeout = TAny(None, allow_none=True)
+    pool_size = TAny(None, allow_none=True)
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)

@@ -35,6 +35,7 @@ from typing import Any
 
 from jupyter_client.connect import KernelConnectionInfo
 from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
+from traitlets import Any as TAny
 from traitlets import Bool, CaselessStrEnum, Float, Int, List, Unicode
 from traitlets.config import Config, Configurable
 
@@ -170,6 +171,12 @@ class SSHProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         "KF_MIN_PORT_RANGE_SIZE",
         "EG_MIN_PORT_RANGE_SIZE",
     )
+    # Kernelspec config keys the gateway itself reads (kernelfleet.kernels.policy and .pool);
+    # accepted here so a kernelspec carrying them is not "unrecognized".
+    authorized_users = TAny(None, allow_none=True)
+    unauthorized_users = TAny(None, allow_none=True)
+    pool_size = TAny(None, allow_none=True)
+
     launch_timeout = option(
         Float(60.0, help="Seconds a kernel may take to listen on its ports."),
         "KF_LAUNCH_TIMEOUT",

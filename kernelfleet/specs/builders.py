@@ -9,7 +9,8 @@ Shapes (``<dir>`` is the kernelspec's resource directory, the same path on every
 - Python: ``python -m ipykernel_launcher -f {connection_file}`` (plus
   ``--IPKernelApp.kernel_class=…`` for an ipykernel subclass).
 - R: IRkernel's own argv (``R --slave -e IRkernel::main() --args {connection_file}``).
-  IRkernel has no CurveZMQ support, so R specs switch ``transport_encryption`` off.
+  IRkernel (like Apache Toree) has no CurveZMQ support, so R and Scala specs switch
+  ``transport_encryption`` off: their traffic is HMAC-signed but not encrypted.
 - Spark (``--spark``, always for Scala): ``<dir>/bin/run.sh`` runs ``spark-submit`` in client
   mode with the application named after the kernel id; the app is kernelfleet's launcher
   (``<dir>/scripts/spark_kernel.py`` for Python, ``spark_kernel.R`` for R) or Apache Toree's jar
@@ -35,7 +36,7 @@ from __future__ import annotations
 import math
 import re
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from kernelfleet import __version__
@@ -113,7 +114,6 @@ class SpecOptions:
     spark_init_mode: str = DEFAULT_INIT_MODE
     extra_spark_opts: str = ""
     toree_jar: str = ""
-    extra_env: tuple[tuple[str, str], ...] = field(default=())
 
     @property
     def lang(self) -> str:
@@ -271,8 +271,9 @@ def provisioner_config(opts: SpecOptions) -> dict[str, Any]:
             cfg["load_balancing_algorithm"] = opts.load_balancing_algorithm
         if opts.port_range:
             cfg["port_range"] = opts.port_range
-        if opts.lang == "r":
-            cfg["transport_encryption"] = False  # IRkernel cannot use CurveZMQ keys
+        if opts.lang in ("r", "scala"):
+            # IRkernel and Apache Toree ignore the CurveZMQ keys of the connection file
+            cfg["transport_encryption"] = False
     if opts.authorized_users:
         cfg["authorized_users"] = list(opts.authorized_users)
     if opts.unauthorized_users:
@@ -326,7 +327,6 @@ def build_env(opts: SpecOptions) -> dict[str, str]:
             env["PYSPARK_DRIVER_PYTHON"] = opts.python
         if opts.lang == "scala":
             env["TOREE_JAR"] = opts.toree_jar
-    env.update(dict(opts.extra_env))
     return env
 
 

@@ -1,0 +1,137 @@
+"""A Scala kernel (Apache Toree) from `spec install ssh --language scala`, run through the
+gateway on a testbed host, Spark in local mode.
+
+Toree 0.5 is built for Scala 2.12 and needs Spark 3.5 (it crashes with the Spark 4 of the test
+extra), so it lives in its own environment, outside ``make test``'s default installs (~410 MB):
+
+    python3 -m venv /opt/kernelfleet-test/toree-venv
+    /opt/kernelfleet-test/toree-venv/bin/pip install "pyspark>=3.5,<3.6" apache-toree
+
+(or point KF_TEST_TOREE_VENV at such an environment). Skipped, with this reason, without it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import glob
+import os
+import shutil
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kernelfleet.client import result_of
+from kernelfleet.placement.fleet import reset_fleets
+from kernelfleet.specs.builders import SpecOptions
+from kernelfleet.specs.installer import install
+from tests.conftest import client_for, temp_gateway
+from tests.specs.fleet import ssh_env
+
+pytestmark = [pytest.mark.ssh, pytest.mark.slow, pytest.mark.timeout(240)]
+
+VENV = Path(os.environ.get("KF_TEST_TOREE_VENV", "/opt/kernelfleet-test/toree-venv"))
+
+
+def toree_parts() -> tuple[str, str] | None:
+    jars = glob.glob(str(VENV / "lib" / "python3*" / "site-packages" / "toree" / "lib" / "*.jar"))
+    homes = glob.glob(str(VENV / "lib" / "python3*" / "site-packages" / "pyspark"))
+    if not jars or not homes or shutil.which("java") is None:
+        return None
+    return jars[0], homes[0]
+
+
+async def execute(ws: Any, code: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Run *code* with a complete execute_request (Toree rejects one without every field)."""
+    content = {
+        "code": code,
+        "silent": False,
+        "store_history": True,
+        "user_expressions": {},
+        "allow_stdin": False,
+        "stop_on_error": True,
+    }
+    msg_id = await ws.send(ws.make("execute_request", content))
+    reply: dict[str, Any] | None = None
+    iopub: list[dict[str, Any]] = []
+    idle = False
+    while reply is None or not idle:
+        msg = await ws.recv()
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        if msg["channel"] == "shell":
+            reply = msg["content"]
+        elif msg["channel"] == "iopub":
+            iopub.append(msg)
+            idle = msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle"
+    return reply, iopub
+
+
+@pytest.fixture
+async def scala_spec(
+    fleet_bed: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Any]:
+    parts = toree_parts()
+    if parts is None:
+        pytest.skip(f"Apache Toree with Spark 3.5 is not installed in {VENV} (see this module)")
+    jar, spark_home = parts
+    host = fleet_bed.host(2)
+    root = Path(fleet_bed.dir) / "scala-specs" / tmp_path.name  # same path on the hosts
+    install(
+        SpecOptions(
+            kernel_name="kf_scala",
+            language="scala",
+            toree_jar=jar,
+            spark_home=spark_home,
+            spark_master="local[1]",
+            extra_spark_opts="--conf spark.ui.enabled=false",
+            python=sys.executable,
+            remote_hosts=(host.ip,),
+            launch_timeout=40,
+        ),
+        root / "kernels",
+    )
+    for name, value in ssh_env(fleet_bed).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("JUPYTER_PATH", str(root))
+    monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / "runtime"))
+    await reset_fleets()
+    yield host
+    await reset_fleets()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+async def test_scala_kernel_runs_on_a_host(
+    scala_spec: Any, fleet_bed: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    host = scala_spec
+    async with temp_gateway() as gw:
+        client = client_for(gw)
+        started = time.monotonic()
+        kernel = await client.start_kernel("kf_scala")
+        kid = kernel["id"]
+        ws = await client.connect(kid)
+        try:
+            reply, iopub = await execute(ws, "sc.appName")
+            ready = time.monotonic() - started
+            assert reply["status"] == "ok", reply
+            assert kid in str(result_of(iopub))
+            reply, iopub = await execute(
+                ws, 'scala.io.Source.fromFile("/proc/sys/kernel/hostname").mkString.trim'
+            )
+            assert host.name in str(result_of(iopub))
+            reply, iopub = await execute(ws, "sc.parallelize(1 to 1000).map(_.toLong).sum.toLong")
+            assert "500500" in str(result_of(iopub)), iopub
+        finally:
+            ws.close()
+            await client.shutdown_kernel(kid)
+    deadline = time.monotonic() + 15
+    while fleet_bed.processes_matching(host, kid) and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    assert not fleet_bed.processes_matching(host, kid)
+    with capsys.disabled():
+        print(f"\n[scala] POST -> first result {ready:.2f} s")
