@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed-stamp
 SYSTEM_PACKAGES := openssh-server chromium iproute2 procps python3-ipykernel sudo postgresql \
 	openjdk-17-jre-headless r-base-core r-cran-irkernel
 
-.PHONY: install system-deps run test test-fast lint bench clean
+.PHONY: install system-deps toree-env run test test-fast lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -39,10 +39,19 @@ system-deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
+# Apache Toree 0.5 (Scala kernels) needs Spark 3.5, not the Spark 4 of the test extra: it gets
+# an environment of its own, used by tests/spark/test_toree_kernel.py.
+TOREE_VENV ?= /opt/kernelfleet-test/toree-venv
+toree-env:
+	@$(TOREE_VENV)/bin/python -c "import toree, pyspark" >/dev/null 2>&1 || { \
+	  echo "creating the Toree environment in $(TOREE_VENV)"; \
+	  $(PY) -m venv $(TOREE_VENV) && \
+	  $(TOREE_VENV)/bin/pip install -q "pyspark>=3.5,<3.6" apache-toree; }
+
 run: install
 	$(BIN)/kernelfleet serve
 
-test: install system-deps
+test: install system-deps toree-env
 	$(BIN)/ruff check kernelfleet tests benchmarks
 	$(BIN)/mypy
 	$(BIN)/pytest
