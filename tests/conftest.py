@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,16 @@ async def temp_gateway(**sections: dict[str, Any]) -> AsyncIterator[Gateway]:
 
 def client_for(gw: Gateway, token: str = TOKEN, **kwargs: Any) -> GatewayClient:
     return GatewayClient(gw.url, token=token, **kwargs)
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_gateway_processes() -> Iterator[None]:
+    """A test that failed half-way must not leave a `kernelfleet serve` process behind."""
+    from tests.gatewayproc import RUNNING
+
+    yield
+    while RUNNING:
+        RUNNING.pop().kill()
 
 
 @pytest.fixture

@@ -19,6 +19,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+#: Every gateway process started by a test; the conftest kills what a failed test left.
+RUNNING: list[GatewayProcess] = []
+
+
 class GatewayProcess:
     """One gateway process; ``client`` talks to it. Always ``stop()`` or ``kill()`` it."""
 
@@ -36,6 +40,7 @@ class GatewayProcess:
              "--port-retries", "0", *args],
             env=full_env, stdout=self._log, stderr=subprocess.STDOUT,
         )
+        RUNNING.append(self)
         self._wait_up()
         self.client = GatewayClient(f"http://127.0.0.1:{self.port}", token=token)
 

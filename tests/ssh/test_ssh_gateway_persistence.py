@@ -121,13 +121,15 @@ async def test_a_crash_right_after_the_remote_launch_leaves_no_orphan(
             '-f "$0"', "{connection_file}"])
         env = _env(tmp_path, ssh_env)
         first = GatewayProcess(env)
-        post = asyncio.create_task(first.client.request(
-            "POST", "/api/kernels", {"name": "remote-notify"}))
-        loop = asyncio.get_running_loop()
-        listener.setblocking(False)
-        conn, _ = await asyncio.wait_for(loop.sock_accept(listener), 60)
-        conn.close()
-        first.kill()
+        try:
+            post = asyncio.create_task(first.client.request(
+                "POST", "/api/kernels", {"name": "remote-notify"}))
+            loop = asyncio.get_running_loop()
+            listener.setblocking(False)
+            conn, _ = await asyncio.wait_for(loop.sock_accept(listener), 60)
+            conn.close()
+        finally:
+            first.kill()
         await post
     db = sqlite3.connect(tmp_path / "gwdata" / "kernels.sqlite")
     ((kid, state),) = db.execute("SELECT id, state FROM kf_kernels").fetchall()
