@@ -62,18 +62,9 @@ def probe_source() -> str:
 
 
 def ssh_options(target: SSHTarget) -> dict[str, Any]:
-    """asyncssh.connect options for *target*, as the gateway's agent connection uses them."""
-    options: dict[str, Any] = {
-        "port": target.port,
-        "connect_timeout": target.connect_timeout,
-        "known_hosts": target.known_hosts or (),
-    }
-    if target.user:
-        options["username"] = target.user
-    if target.key_file:
-        options["client_keys"] = [target.key_file]
-        options["agent_path"] = None
-    return options
+    """asyncssh.connect options for *target*, as the gateway's agent connection uses them
+    (short-lived checks: no keepalives)."""
+    return target.connect_options(keepalive=False)
 
 
 async def run_command(

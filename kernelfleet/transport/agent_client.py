@@ -43,6 +43,23 @@ class SSHTarget:
         user = f"{self.user}@" if self.user else ""
         return f"{user}{self.host}:{self.port}"
 
+    def connect_options(self, *, keepalive: bool = True) -> dict[str, Any]:
+        """``asyncssh.connect`` options for this target (host keys always verified)."""
+        options: dict[str, Any] = {
+            "port": self.port,
+            "connect_timeout": self.connect_timeout,
+            "known_hosts": self.known_hosts or (),
+        }
+        if keepalive:
+            options["keepalive_interval"] = self.keepalive_interval
+            options["keepalive_count_max"] = self.keepalive_count_max
+        if self.user:
+            options["username"] = self.user
+        if self.key_file:
+            options["client_keys"] = [self.key_file]
+            options["agent_path"] = None
+        return options
+
 
 class HostDown(Exception):
     """The host cannot be reached, or its agent cannot run. ``reason`` is user-presentable."""
@@ -133,18 +150,7 @@ class AgentClient:
 
         Raises :class:`HostDown` with a presentable reason on any failure.
         """
-        options: dict[str, Any] = {
-            "port": target.port,
-            "connect_timeout": target.connect_timeout,
-            "keepalive_interval": target.keepalive_interval,
-            "keepalive_count_max": target.keepalive_count_max,
-            "known_hosts": target.known_hosts or (),
-        }
-        if target.user:
-            options["username"] = target.user
-        if target.key_file:
-            options["client_keys"] = [target.key_file]
-            options["agent_path"] = None
+        options = target.connect_options()
         conn: asyncssh.SSHClientConnection | None = None
         try:
             async with asyncio.timeout(target.connect_timeout * 2):
