@@ -13,6 +13,7 @@ extra), so it lives in its own environment, outside ``make test``'s default inst
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import glob
 import os
 import shutil
@@ -66,7 +67,18 @@ async def execute(ws: Any, code: str) -> tuple[dict[str, Any], list[dict[str, An
             reply = msg["content"]
         elif msg["channel"] == "iopub":
             iopub.append(msg)
-            idle = msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle"
+            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                idle = True
+    # Toree may publish a Spark job's result after its idle status: give it a moment.
+    if reply.get("status") == "ok" and not any(m["msg_type"] == "execute_result" for m in iopub):
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(10):
+                while True:
+                    msg = await ws.recv()
+                    if msg["parent_header"].get("msg_id") == msg_id:
+                        iopub.append(msg)
+                        if msg["msg_type"] == "execute_result":
+                            break
     return reply, iopub
 
 
