@@ -140,7 +140,15 @@ class KernelSocket:
 
     async def execute(self, code: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """Run *code*; returns (execute_reply content, iopub messages until idle)."""
-        msg_id = await self.send(self.make("execute_request", {"code": code, "silent": False}))
+        content = {
+            "code": code,
+            "silent": False,
+            "store_history": True,
+            "user_expressions": {},
+            "allow_stdin": False,
+            "stop_on_error": True,
+        }  # every field: some kernels (Apache Toree) reject a partial request
+        msg_id = await self.send(self.make("execute_request", content))
         reply: dict[str, Any] | None = None
         iopub: list[dict[str, Any]] = []
         idle = False

@@ -46,30 +46,10 @@ def toree_parts() -> tuple[str, str] | None:
 
 
 async def execute(ws: Any, code: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Run *code* with a complete execute_request (Toree rejects one without every field)."""
-    content = {
-        "code": code,
-        "silent": False,
-        "store_history": True,
-        "user_expressions": {},
-        "allow_stdin": False,
-        "stop_on_error": True,
-    }
-    msg_id = await ws.send(ws.make("execute_request", content))
-    reply: dict[str, Any] | None = None
-    iopub: list[dict[str, Any]] = []
-    idle = False
-    while reply is None or not idle:
-        msg = await ws.recv()
-        if msg["parent_header"].get("msg_id") != msg_id:
-            continue
-        if msg["channel"] == "shell":
-            reply = msg["content"]
-        elif msg["channel"] == "iopub":
-            iopub.append(msg)
-            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
-                idle = True
-    # Toree may publish a Spark job's result after its idle status: give it a moment.
+    """Run *code*; Toree may publish a Spark job's result after its idle status, so a missing
+    result is waited for a moment longer."""
+    reply, iopub = await ws.execute(code)
+    msg_id = iopub[0]["parent_header"].get("msg_id") if iopub else None
     if reply.get("status") == "ok" and not any(m["msg_type"] == "execute_result" for m in iopub):
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(10):
