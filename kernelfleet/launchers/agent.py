@@ -101,6 +101,21 @@ class Kernel:
         return not self.exited.is_set()
 
 
+async def accepts(ip, port):
+    """Whether something listens on *ip*:*port* (a refused or hanging connect: no)."""
+    loop = asyncio.get_running_loop()
+    host = "127.0.0.1" if ip in ("0.0.0.0", "") else ip
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setblocking(False)
+    try:
+        await asyncio.wait_for(loop.sock_connect(sock, (host, port)), 0.5)
+        return True
+    except (TimeoutError, OSError):
+        return False
+    finally:
+        sock.close()
+
+
 class Agent:
     def __init__(self, loop, writer):
         self.loop = loop
@@ -504,12 +519,16 @@ class Agent:
         return kernel
 
     async def wait_ready(self, kernel, ip, ports, deadline):
+        # Reading /proc/net/tcp walks the kernel's whole socket table (every namespace): on a
+        # busy machine that is milliseconds per read. So a cheap TCP connect to one port is
+        # the poll, and the table is read only once that port listens, to confirm them all.
         wanted = set(ports.values())
+        probe = ports.get("hb_port") or min(wanted)
         delay = 0.005
         while True:
             if not kernel.alive:
                 return False
-            if wanted <= listening_ports(ip):
+            if await accepts(ip, probe) and wanted <= listening_ports(ip):
                 return True
             remaining = deadline - time.monotonic()
             if remaining <= 0:
