@@ -41,6 +41,7 @@ from typing import Any
 
 from kernelfleet import __version__
 from kernelfleet.errors import BadRequest
+from kernelfleet.launchers import spark_kernel
 from kernelfleet.transport.protocol import PORT_NAMES, parse_port_range
 
 KINDS = ("ssh", "local")
@@ -64,18 +65,8 @@ TOREE_MAIN_CLASS = "org.apache.toree.Main"
 
 #: spark-submit options a start request may not set: they would rename the application (it
 #: must stay findable by kernel id), move the driver, change the user, or name another app.
-#: Enforced by the launcher's splitter; listed here for the docs and tests.
-FORBIDDEN_REQUEST_SPARK_OPTS = (
-    "--name",
-    "--master",
-    "--deploy-mode",
-    "--class",
-    "--proxy-user",
-    "--principal",
-    "--keytab",
-    "--kill",
-    "--status",
-)
+#: Enforced by the launcher's splitter (the same list), at install time and on the host.
+FORBIDDEN_REQUEST_SPARK_OPTS: tuple[str, ...] = spark_kernel.SPLITTER_FORBIDDEN
 
 KERNEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 HOST_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.:_-]{0,252}$")
@@ -233,28 +224,14 @@ def split_spark_opts(text: str, *, what: str, trusted: bool) -> list[str]:
 
     Every word must be an option (``--x``, ``--x=v``, ``-v``) or the value after one: a bare
     word in option position would become spark-submit's application. *trusted* (the admin's
-    options) lifts the ban on :data:`FORBIDDEN_REQUEST_SPARK_OPTS`. The launcher applies the
-    same rules on the host (``spark_kernel.py --split-spark-opts``).
+    options) lifts the ban on :data:`FORBIDDEN_REQUEST_SPARK_OPTS`. The rules are the
+    launcher's own (it applies them again on the host, ``spark_kernel.py
+    --split-spark-opts``): one implementation, so installer and host cannot disagree.
     """
-    if _UNSAFE_TEXT.search(text):
-        raise SpecError(f"{what} must not contain control characters (newlines, tabs…)")
     try:
-        words = shlex.split(text, comments=False, posix=True)
-    except ValueError as exc:
-        raise SpecError(f"{what} cannot be split into words: {exc}") from None
-    expect_value = False
-    for word in words:
-        if expect_value:
-            expect_value = False
-            continue
-        if not word.startswith("-"):
-            raise SpecError(f"{what}: {word[:100]!r} is not an option (options start with '-')")
-        name = word.split("=", 1)[0]
-        if not trusted and name in FORBIDDEN_REQUEST_SPARK_OPTS:
-            raise SpecError(f"{what}: {name} may not be changed for a kernel")
-        expect_value = "=" not in word and word not in ("--verbose", "-v", "--supervise")
-    if expect_value:
-        raise SpecError(f"{what}: option {words[-1]!r} has no value")
+        words: list[str] = spark_kernel.split_opts(text, what, trusted)  # type: ignore[no-untyped-call]
+    except spark_kernel.OptionsRefused as exc:
+        raise SpecError(str(exc)) from None
     return words
 
 
