@@ -26,11 +26,10 @@ from typing import Any
 import pytest
 
 from kernelfleet.client import result_of
-from kernelfleet.placement.fleet import reset_fleets
 from kernelfleet.specs.builders import SpecOptions
 from kernelfleet.specs.installer import install
 from tests.conftest import client_for, temp_gateway
-from tests.specs.fleet import ssh_env
+from tests.specs.fleet import gateway_env_for
 
 pytestmark = [pytest.mark.ssh, pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -86,14 +85,8 @@ async def scala_spec(
         ),
         root / "kernels",
     )
-    for name, value in ssh_env(fleet_bed).items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("JUPYTER_PATH", str(root))
-    monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / "runtime"))
-    await reset_fleets()
-    yield host
-    await reset_fleets()
+    async with gateway_env_for(fleet_bed, root, tmp_path, monkeypatch):
+        yield host
     shutil.rmtree(root, ignore_errors=True)
 
 

@@ -17,12 +17,14 @@ import importlib.util
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
+
+from kernelfleet.placement.fleet import reset_fleets
 
 TESTS = Path(__file__).resolve().parents[1]
 KF = [sys.executable, "-m", "kernelfleet"]
@@ -84,6 +86,24 @@ def ssh_env(bed: Any) -> dict[str, str]:
         "KF_SSH_KEY": str(bed.key),
         "KF_SSH_KNOWN_HOSTS": str(bed.known_hosts),
     }
+
+
+@contextlib.asynccontextmanager
+async def gateway_env_for(
+    bed: Any, jupyter_path: Path, tmp_path: Path, monkeypatch: Any
+) -> AsyncIterator[None]:
+    """What an in-process gateway needs to start kernels from *jupyter_path*'s kernelspecs on
+    the testbed's hosts: the SSH settings, private Jupyter dirs, fresh host connections."""
+    for name, value in ssh_env(bed).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("JUPYTER_PATH", str(jupyter_path))
+    monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / "runtime"))
+    await reset_fleets()
+    try:
+        yield
+    finally:
+        await reset_fleets()
 
 
 def cli_env(bed: Any, jupyter_path: Path | None = None, **extra: str) -> dict[str, str]:

@@ -25,9 +25,8 @@ import pytest
 from kernelfleet.cli.hosts import CheckApp
 from kernelfleet.cli.spec import RemoveApp, SSHInstallApp, SyncApp
 from kernelfleet.client import stdout_of
-from kernelfleet.placement.fleet import reset_fleets
 from tests.conftest import client_for, temp_gateway
-from tests.specs.fleet import cli_env, kf, ssh_env
+from tests.specs.fleet import cli_env, gateway_env_for, kf
 
 pytestmark = [pytest.mark.ssh, pytest.mark.timeout(180)]
 
@@ -229,14 +228,8 @@ def test_check_catches_a_python_without_ipykernel(fleet: Fleet, fleet_bed: Any) 
 async def gateway_env(
     fleet: Fleet, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> AsyncIterator[None]:
-    for name, value in ssh_env(fleet.bed).items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("JUPYTER_PATH", str(fleet.jupyter_path))
-    monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / "runtime"))
-    await reset_fleets()
-    yield
-    await reset_fleets()
+    async with gateway_env_for(fleet.bed, fleet.jupyter_path, tmp_path, monkeypatch):
+        yield
 
 
 async def test_a_kernel_from_the_synced_spec_runs_on_a_host_through_the_gateway(

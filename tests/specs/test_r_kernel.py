@@ -18,11 +18,10 @@ import pytest
 
 from kernelfleet.cli.hosts import CheckApp
 from kernelfleet.client import stdout_of
-from kernelfleet.placement.fleet import reset_fleets
 from kernelfleet.specs.builders import SpecOptions
 from kernelfleet.specs.installer import install
 from tests.conftest import client_for, temp_gateway
-from tests.specs.fleet import ssh_env
+from tests.specs.fleet import gateway_env_for
 
 pytestmark = [
     pytest.mark.ssh,
@@ -44,14 +43,8 @@ async def r_spec(
     install(
         SpecOptions(kernel_name="kf_r", language="r", remote_hosts=(host.ip,)), root / "kernels"
     )
-    for name, value in ssh_env(fleet_bed).items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("JUPYTER_PATH", str(root))
-    monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / "runtime"))
-    await reset_fleets()
-    yield "kf_r", host
-    await reset_fleets()
+    async with gateway_env_for(fleet_bed, root, tmp_path, monkeypatch):
+        yield "kf_r", host
     shutil.rmtree(root, ignore_errors=True)
 
 
