@@ -151,6 +151,12 @@ class ServeApp(Application):
         asyncio.run(self._serve())
 
     async def _serve(self) -> None:
+        # Signals are handled from the first moment: the port accepts requests before start()
+        # returns (reattach, warm-up, pools), and a SIGTERM then must still stop gracefully.
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
         try:
             gateway = Gateway(parent=self)
         except Exception as exc:  # a bad store URL, an unreadable key file, ...
@@ -171,10 +177,6 @@ class ServeApp(Application):
             print(f"    {gateway.url}?token={gateway.generated_token}", flush=True)
         specs = await gateway.catalog.all()
         self.log.info("kernelspecs: %s", ", ".join(sorted(specs)) or "(none found)")
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
         await stop.wait()
         for sig in (signal.SIGTERM, signal.SIGINT):  # a second signal ends at once
             loop.remove_signal_handler(sig)
