@@ -36,9 +36,20 @@ class GatewayProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in _closed()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "kernelfleet", "serve", "--port", str(self.port),
-             "--port-retries", "0", *args],
-            env=full_env, stdout=self._log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "kernelfleet",
+                "serve",
+                "--port",
+                str(self.port),
+                "--port-retries",
+                "0",
+                *args,
+            ],
+            env=full_env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
         )
         RUNNING.append(self)
         self._wait_up()

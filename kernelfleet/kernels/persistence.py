@@ -74,9 +74,7 @@ def make_provisioner(
 class Persister:
     """Writes kernel records to a store (a no-op without one)."""
 
-    def __init__(
-        self, store: KernelStore | None, box: SecretBox | None, gateway_id: str
-    ) -> None:
+    def __init__(self, store: KernelStore | None, box: SecretBox | None, gateway_id: str) -> None:
         self.store = store
         self.box = box
         self.gateway_id = gateway_id

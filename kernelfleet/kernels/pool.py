@@ -169,8 +169,9 @@ class KernelPool(LoggingConfigurable):
             if reply.content().get("status") != "ok":
                 raise RuntimeError(f"pool kernel {record.id} did not take the request's env")
         record.touch()
-        self.log.info("kernel %s (%s) handed over from the pool to %s", record.id,
-                      record.name, owner)
+        self.log.info(
+            "kernel %s (%s) handed over from the pool to %s", record.id, record.name, owner
+        )
         return record
 
     def refill(self, name: str) -> None:

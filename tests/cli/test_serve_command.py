@@ -19,8 +19,11 @@ KF = [sys.executable, "-m", "kernelfleet"]
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("KF_")}
-    env.update(KF_CONFIG_DIR=str(tmp_path / "cfg"), JUPYTER_DATA_DIR=str(tmp_path / "data"),
-               JUPYTER_RUNTIME_DIR=str(tmp_path / "rt"))
+    env.update(
+        KF_CONFIG_DIR=str(tmp_path / "cfg"),
+        JUPYTER_DATA_DIR=str(tmp_path / "data"),
+        JUPYTER_RUNTIME_DIR=str(tmp_path / "rt"),
+    )
     env.update(extra)
     return env
 
@@ -32,17 +35,26 @@ def _free_port() -> int:
 
 
 def test_help_all_documents_every_option_with_its_env_var(tmp_path: Path) -> None:
-    out = subprocess.run([*KF, "serve", "--help-all"], capture_output=True, text=True,
-                         env=_env(tmp_path), check=True).stdout
-    for needle in ("--ip", "KF_IP", "--port", "KF_PORT", "--token", "KF_TOKEN",
-                   "KF_MAX_KERNELS_PER_USER", "KF_CULL_IDLE_TIMEOUT", "KF_LEGACY_BUFFERS"):
+    out = subprocess.run(
+        [*KF, "serve", "--help-all"], capture_output=True, text=True, env=_env(tmp_path), check=True
+    ).stdout
+    for needle in (
+        "--ip",
+        "KF_IP",
+        "--port",
+        "KF_PORT",
+        "--token",
+        "KF_TOKEN",
+        "KF_MAX_KERNELS_PER_USER",
+        "KF_CULL_IDLE_TIMEOUT",
+        "KF_LEGACY_BUFFERS",
+    ):
         assert needle in out
 
 
 def test_generate_config_writes_a_commented_file(tmp_path: Path) -> None:
     env = _env(tmp_path)
-    subprocess.run([*KF, "serve", "--generate-config"], env=env, check=True,
-                   capture_output=True)
+    subprocess.run([*KF, "serve", "--generate-config"], env=env, check=True, capture_output=True)
     text = (tmp_path / "cfg" / "kernelfleet_config.py").read_text()
     assert "c.Gateway.port" in text and "KF_PORT" in text and "c.Culler.cull_idle_timeout" in text
     again = subprocess.run([*KF, "serve", "--generate-config"], env=env, capture_output=True)
@@ -50,8 +62,13 @@ def test_generate_config_writes_a_commented_file(tmp_path: Path) -> None:
 
 
 def test_a_bad_env_value_stops_the_start_with_its_name(tmp_path: Path) -> None:
-    res = subprocess.run([*KF, "serve"], env=_env(tmp_path, KF_PORT="eighty"),
-                         capture_output=True, text=True, timeout=30)
+    res = subprocess.run(
+        [*KF, "serve"],
+        env=_env(tmp_path, KF_PORT="eighty"),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert res.returncode == 2
     assert "KF_PORT" in res.stderr
 
@@ -69,9 +86,12 @@ def _wait_up(port: int, proc: subprocess.Popen[str]) -> None:
 
 
 def _post(port: int, token: str) -> dict[str, str]:
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/api/kernels", method="POST",
-                                 data=b'{"name": "python3"}',
-                                 headers={"Authorization": f"token {token}"})
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/api/kernels",
+        method="POST",
+        data=b'{"name": "python3"}',
+        headers={"Authorization": f"token {token}"},
+    )
     with urllib.request.urlopen(req, timeout=60) as resp:
         return dict(json.loads(resp.read()))
 
@@ -98,8 +118,9 @@ def test_sigterm_stops_the_gateway_and_its_kernels_unless_told_to_leave_them(
     if leave_running:
         args.append("--leave-kernels-running")
     env = _env(tmp_path, KF_TOKEN="tok")
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(
+        args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         _wait_up(port, proc)
         kernel = _post(port, "tok")
@@ -128,8 +149,13 @@ def test_sigterm_stops_the_gateway_and_its_kernels_unless_told_to_leave_them(
 
 def test_a_generated_token_is_printed_and_required(tmp_path: Path) -> None:
     port = _free_port()
-    proc = subprocess.Popen([*KF, "serve", "--port", str(port)], env=_env(tmp_path),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [*KF, "serve", "--port", str(port)],
+        env=_env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         _wait_up(port, proc)
         assert proc.stdout is not None
@@ -139,8 +165,9 @@ def test_a_generated_token_is_printed_and_required(tmp_path: Path) -> None:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/api/kernels", timeout=10)
         assert info.value.code == 401
         info.value.close()
-        req = urllib.request.Request(f"http://127.0.0.1:{port}/api/kernels",
-                                     headers={"Authorization": f"token {token}"})
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{port}/api/kernels", headers={"Authorization": f"token {token}"}
+        )
         with urllib.request.urlopen(req, timeout=10) as resp:
             assert resp.status == 200
     finally:

@@ -13,8 +13,12 @@ from kernelfleet.client import stdout_of
 from kernelfleet.kernels.pool import env_update_code
 from tests.conftest import client_for, temp_gateway
 
-USERS = {"Authenticator": {"user_tokens": {"tok-alice": "alice", "tok-bob": "bob"},
-                           "admin_users": {"root-admin"}}}
+USERS = {
+    "Authenticator": {
+        "user_tokens": {"tok-alice": "alice", "tok-bob": "bob"},
+        "admin_users": {"root-admin"},
+    }
+}
 
 
 async def _pool_ids(gw, name: str = "python3", size: int = 2) -> set[str]:  # type: ignore[no-untyped-def]
@@ -39,7 +43,8 @@ async def test_a_start_takes_a_warm_kernel_with_the_requests_env(kernelspec_dir:
         ws = await alice.connect(model["id"])
         _, iopub = await ws.execute(
             "import os, json; print(json.dumps([os.environ['KERNEL_FOO'],"
-            " os.environ['KERNEL_USERNAME'], os.environ['KERNEL_ID'], os.getcwd()]))")
+            " os.environ['KERNEL_USERNAME'], os.environ['KERNEL_ID'], os.getcwd()]))"
+        )
         assert json.loads(stdout_of(iopub)) == [hostile, "alice", model["id"], "/"]
         assert not Path("/tmp/kf-pwned").exists()
         ws.close()

@@ -29,13 +29,17 @@ async def test_kernelspec_models_are_what_jupyterlab_validates(client: GatewayCl
 
 
 async def test_logo_is_served_without_api_prefix(client: GatewayClient) -> None:
-    resp = await AsyncHTTPClient().fetch(client.url + "kernelspecs/python3/logo-64x64.png",
-                                         headers={"Authorization": f"token {TOKEN}"})
+    resp = await AsyncHTTPClient().fetch(
+        client.url + "kernelspecs/python3/logo-64x64.png",
+        headers={"Authorization": f"token {TOKEN}"},
+    )
     assert resp.headers["Content-Type"] == "image/png"
     assert resp.body.startswith(b"\x89PNG")
-    head = await AsyncHTTPClient().fetch(client.url + "kernelspecs/python3/logo-64x64.png",
-                                         method="HEAD",
-                                         headers={"Authorization": f"token {TOKEN}"})
+    head = await AsyncHTTPClient().fetch(
+        client.url + "kernelspecs/python3/logo-64x64.png",
+        method="HEAD",
+        headers={"Authorization": f"token {TOKEN}"},
+    )
     assert head.code == 200 and not head.body
 
 
@@ -75,7 +79,8 @@ async def test_everything_lives_under_the_base_url(kernelspec_dir: Path) -> None
         model = await c.start_kernel()
         listing = await c.call("GET", "/api/kernelspecs")
         assert listing["kernelspecs"]["python3"]["resources"]["logo-64x64"].startswith(
-            "/gw/kernelspecs/")
+            "/gw/kernelspecs/"
+        )
         ws = await c.connect(model["id"])
         reply = await ws.request("kernel_info_request", {})
         assert reply["content"]["status"] == "ok"

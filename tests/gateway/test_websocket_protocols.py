@@ -30,8 +30,14 @@ get_ipython().kernel.comm_manager.register_target("echo", _echo)
 
 
 def _header(msg_type: str) -> dict:  # type: ignore[type-arg]
-    return {"msg_id": uuid.uuid4().hex, "msg_type": msg_type, "session": "s", "username": "u",
-            "date": "2026-11-22T00:00:00.000000Z", "version": "5.3"}
+    return {
+        "msg_id": uuid.uuid4().hex,
+        "msg_type": msg_type,
+        "session": "s",
+        "username": "u",
+        "date": "2026-11-22T00:00:00.000000Z",
+        "version": "5.3",
+    }
 
 
 async def test_v1_subprotocol_round_trips_binary_buffers(client: GatewayClient) -> None:
@@ -42,13 +48,22 @@ async def test_v1_subprotocol_round_trips_binary_buffers(client: GatewayClient) 
     v1 = await client.connect(model["id"], subprotocol=V1_PROTOCOL)
     assert v1.conn.selected_subprotocol == V1_PROTOCOL
     comm_id = uuid.uuid4().hex
-    open_parts = [_header("comm_open"), {}, {},
-                  {"comm_id": comm_id, "target_name": "echo", "data": {}}]
-    await v1.conn.write_message(serialize_msg_to_ws_v1(
-        [json.dumps(p).encode() for p in open_parts], "shell"), binary=True)
+    open_parts = [
+        _header("comm_open"),
+        {},
+        {},
+        {"comm_id": comm_id, "target_name": "echo", "data": {}},
+    ]
+    await v1.conn.write_message(
+        serialize_msg_to_ws_v1([json.dumps(p).encode() for p in open_parts], "shell"), binary=True
+    )
     msg_parts = [_header("comm_msg"), {}, {}, {"comm_id": comm_id, "data": {"n": 1}}]
-    await v1.conn.write_message(serialize_msg_to_ws_v1(
-        [*(json.dumps(p).encode() for p in msg_parts), b"\x00\x01\x02"], "shell"), binary=True)
+    await v1.conn.write_message(
+        serialize_msg_to_ws_v1(
+            [*(json.dumps(p).encode() for p in msg_parts), b"\x00\x01\x02"], "shell"
+        ),
+        binary=True,
+    )
     while True:
         raw = await v1.conn.read_message()
         assert isinstance(raw, bytes)
@@ -112,5 +127,6 @@ async def test_one_huge_output_message_does_not_cut_off_a_reading_client(
         reply, iopub = await ws.execute("import sys; sys.stdout.write('x' * (8 << 20))")
         assert reply["status"] == "ok"
         assert sum(len(m["content"]["text"]) for m in iopub if m["msg_type"] == "stream") == (
-            8 << 20)
+            8 << 20
+        )
         ws.close()

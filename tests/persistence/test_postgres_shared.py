@@ -37,16 +37,29 @@ def postgres_url() -> Iterator[str]:
     data = os.path.join(root, "data")
     shutil.chown(root, "postgres")
     as_pg = ["runuser", "-u", "postgres", "--"]
-    subprocess.run([*as_pg, initdb, "-D", data, "-A", "trust", "--no-sync"], check=True,
-                   capture_output=True)
-    subprocess.run([*as_pg, pg_ctl, "-D", data, "-w", "-l", os.path.join(root, "log"),
-                    "-o", f"-c listen_addresses='' -k {root} -c fsync=off", "start"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [*as_pg, initdb, "-D", data, "-A", "trust", "--no-sync"], check=True, capture_output=True
+    )
+    subprocess.run(
+        [
+            *as_pg,
+            pg_ctl,
+            "-D",
+            data,
+            "-w",
+            "-l",
+            os.path.join(root, "log"),
+            "-o",
+            f"-c listen_addresses='' -k {root} -c fsync=off",
+            "start",
+        ],
+        check=True,
+        capture_output=True,
+    )
     try:
         yield f"postgresql://postgres@/postgres?host={root}"
     finally:
-        subprocess.run([*as_pg, pg_ctl, "-D", data, "-m", "immediate", "stop"],
-                       capture_output=True)
+        subprocess.run([*as_pg, pg_ctl, "-D", data, "-m", "immediate", "stop"], capture_output=True)
         shutil.rmtree(root, ignore_errors=True)
 
 

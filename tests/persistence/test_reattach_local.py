@@ -95,7 +95,7 @@ async def test_a_kernel_that_died_while_the_gateway_was_down_is_cleaned_up(
         pids = await _start_with_state(first, 1)
     finally:
         first.kill()
-    (_kid, pid), = pids.items()
+    ((_kid, pid),) = pids.items()
     os.kill(pid, signal.SIGKILL)
     second = GatewayProcess(gw_env)
     try:
@@ -110,15 +110,24 @@ async def test_a_crash_between_launch_and_checkpoint_leaves_no_orphan(
 ) -> None:
     # The kernel command kills its parent (the gateway) right after starting: the gateway dies
     # after the launch began and before it recorded the launch's result.
-    add_kernelspec(kernelspec_dir, "killer", {"argv": [
-        "/bin/sh", "-c", f'kill -9 $PPID; exec "{sys.executable}" -m ipykernel_launcher -f "$0"',
-        "{connection_file}"]})
+    add_kernelspec(
+        kernelspec_dir,
+        "killer",
+        {
+            "argv": [
+                "/bin/sh",
+                "-c",
+                f'kill -9 $PPID; exec "{sys.executable}" -m ipykernel_launcher -f "$0"',
+                "{connection_file}",
+            ]
+        },
+    )
     first = GatewayProcess(gw_env)
     status, _ = await first.client.request("POST", "/api/kernels", {"name": "killer"})
     first.kill()
     assert status == 599 or status >= 500
     db = sqlite3.connect(Path(gw_env["KF_DATA_DIR"]) / "kernels.sqlite")
-    (kid, state), = db.execute("SELECT id, state FROM kf_kernels").fetchall()
+    ((kid, state),) = db.execute("SELECT id, state FROM kf_kernels").fetchall()
     db.close()
     assert state == "starting"
     await asyncio.sleep(1)

@@ -33,7 +33,8 @@ async def test_a_remote_kernel_through_the_api_with_logs_and_pinning(
         ws = await c.connect(model["id"])
         _, iopub = await ws.execute(
             "import socket, sys; print(socket.gethostname()); "
-            "print('to-the-remote-log', file=sys.__stderr__, flush=True)")
+            "print('to-the-remote-log', file=sys.__stderr__, flush=True)"
+        )
         assert stdout_of(iopub).strip() == host.name
         assert gw.registry.records[model["id"]].host == host.ip
         log = await c.call("GET", f"/api/kernels/{model['id']}/logs")
@@ -43,8 +44,9 @@ async def test_a_remote_kernel_through_the_api_with_logs_and_pinning(
         _, iopub = await ws.execute("import socket; print(socket.gethostname())")
         assert stdout_of(iopub).strip() == host.name  # restarted in place
         ws.close()
-        status, body = await c.request("POST", "/api/kernels", {
-            "name": "remote", "env": {"KERNEL_REMOTE_HOST": "10.89.0.99"}})
+        status, body = await c.request(
+            "POST", "/api/kernels", {"name": "remote", "env": {"KERNEL_REMOTE_HOST": "10.89.0.99"}}
+        )
         assert status == 403 and "10.89.0.99" in body["message"]
         await c.shutdown_kernel(model["id"])
         assert not testbed.processes_matching(host, model["id"])

@@ -46,7 +46,8 @@ async def _start_all(client: GatewayClient, n: int) -> dict[str, list]:  # type:
             ws = await client.connect(model["id"], session_id=f"sess-{i}")
             _, iopub = await ws.execute(
                 f"import os, socket, json; value = {i} * 11; "
-                "print(json.dumps([socket.gethostname(), os.getpid()]))")
+                "print(json.dumps([socket.gethostname(), os.getpid()]))"
+            )
             host, pid = json.loads(stdout_of(iopub))
             state[model["id"]] = [i, host, pid]
             ws.close()
@@ -63,8 +64,8 @@ async def _check_all(client: GatewayClient, state: dict[str, list]) -> None:  # 
         i, host, pid = state[kid]
         ws = await client.connect(kid, session_id=f"sess-{i}")
         _, iopub = await ws.execute(
-            "import os, socket, json; "
-            "print(json.dumps([value, socket.gethostname(), os.getpid()]))")
+            "import os, socket, json; print(json.dumps([value, socket.gethostname(), os.getpid()]))"
+        )
         assert json.loads(stdout_of(iopub)) == [i * 11, host, pid]  # same process, state kept
         ws.close()
 
@@ -114,16 +115,23 @@ async def test_a_crash_right_after_the_remote_launch_leaves_no_orphan(
         listener.bind(("10.89.0.1", 0))
         listener.listen()
         port = listener.getsockname()[1]
-        notify = (f"import socket; socket.create_connection(('10.89.0.1', {port})).close()")
-        specs.write("remote-notify", argv=[
-            "/bin/sh", "-c",
-            f'"{sys.executable}" -c "{notify}"; exec "{sys.executable}" -m ipykernel_launcher '
-            '-f "$0"', "{connection_file}"])
+        notify = f"import socket; socket.create_connection(('10.89.0.1', {port})).close()"
+        specs.write(
+            "remote-notify",
+            argv=[
+                "/bin/sh",
+                "-c",
+                f'"{sys.executable}" -c "{notify}"; exec "{sys.executable}" -m ipykernel_launcher '
+                '-f "$0"',
+                "{connection_file}",
+            ],
+        )
         env = _env(tmp_path, ssh_env)
         first = GatewayProcess(env)
         try:
-            post = asyncio.create_task(first.client.request(
-                "POST", "/api/kernels", {"name": "remote-notify"}))
+            post = asyncio.create_task(
+                first.client.request("POST", "/api/kernels", {"name": "remote-notify"})
+            )
             loop = asyncio.get_running_loop()
             listener.setblocking(False)
             conn, _ = await asyncio.wait_for(loop.sock_accept(listener), 60)

@@ -77,9 +77,7 @@ def test_regex_to_paths() -> None:
 
 
 def implemented_methods(handler: type[web.RequestHandler]) -> set[str]:
-    return {
-        m for m in HTTP_METHODS if getattr(handler, m) is not getattr(web.RequestHandler, m)
-    }
+    return {m for m in HTTP_METHODS if getattr(handler, m) is not getattr(web.RequestHandler, m)}
 
 
 @pytest.fixture

@@ -40,11 +40,18 @@ class Opts(Configurable):
 
 
 def test_options_read_their_env_var_and_aliases() -> None:
-    cfg = config_from_env([Opts], {"KF_N": "7", "KF_F": "2.5", "EG_B": "yes",
-                                   "KF_ITEMS": "a, b,,c", "KF_MAP": '{"x": "y"}'})
+    cfg = config_from_env(
+        [Opts],
+        {"KF_N": "7", "KF_F": "2.5", "EG_B": "yes", "KF_ITEMS": "a, b,,c", "KF_MAP": '{"x": "y"}'},
+    )
     opts = Opts(config=cfg)
-    assert (opts.n, opts.f, opts.b, opts.items, opts.mapping) == (7, 2.5, True, ["a", "b", "c"],
-                                                                  {"x": "y"})
+    assert (opts.n, opts.f, opts.b, opts.items, opts.mapping) == (
+        7,
+        2.5,
+        True,
+        ["a", "b", "c"],
+        {"x": "y"},
+    )
 
 
 def test_primary_env_var_wins_over_alias_and_help_names_it() -> None:
@@ -71,11 +78,25 @@ GW = pol.GatewayPolicy(inherited_envs=("PATH",), client_envs=frozenset({"FOO"}))
 
 def test_kernel_env_takes_only_allowed_names_and_pins_identity() -> None:
     env = pol.kernel_env(
-        {"KERNEL_X": "1", "FOO": "f", "BAR": "b", "KERNEL_USERNAME": "mallory",
-         "KERNEL_ID": "spoof"},
-        {"PATH": "/bin", "SECRET": "s"}, GW, kernel_id="kid", username="alice")
-    assert env == {"PATH": "/bin", "KERNEL_X": "1", "FOO": "f", "KERNEL_ID": "kid",
-                   "KERNEL_USERNAME": "alice"}
+        {
+            "KERNEL_X": "1",
+            "FOO": "f",
+            "BAR": "b",
+            "KERNEL_USERNAME": "mallory",
+            "KERNEL_ID": "spoof",
+        },
+        {"PATH": "/bin", "SECRET": "s"},
+        GW,
+        kernel_id="kid",
+        username="alice",
+    )
+    assert env == {
+        "PATH": "/bin",
+        "KERNEL_X": "1",
+        "FOO": "f",
+        "KERNEL_ID": "kid",
+        "KERNEL_USERNAME": "alice",
+    }
 
 
 def test_owner_resolution() -> None:
@@ -98,9 +119,12 @@ def test_deny_wins_over_allow() -> None:
 
 
 def test_spec_policy_reads_provisioner_and_enterprise_gateway_stanzas() -> None:
-    spec = pol.SpecPolicy.from_metadata({
-        "process_proxy": {"config": {"authorized_users": "a, b", "launch_timeout": 30}},
-        "kernel_provisioner": {"config": {"unauthorized_users": ["c"]}}})
+    spec = pol.SpecPolicy.from_metadata(
+        {
+            "process_proxy": {"config": {"authorized_users": "a, b", "launch_timeout": 30}},
+            "kernel_provisioner": {"config": {"unauthorized_users": ["c"]}},
+        }
+    )
     assert spec.authorized_users == {"a", "b"} and spec.unauthorized_users == {"c"}
     assert spec.launch_timeout == 30
 
@@ -151,8 +175,13 @@ def test_a_forged_kernel_message_is_rejected() -> None:
 
 def test_client_frames_in_every_format_become_signed_parts() -> None:
     session = Session(key=b"k")
-    base = {"header": {"msg_id": "1", "msg_type": "comm_msg"}, "parent_header": {},
-            "metadata": {}, "content": {"x": 1}, "channel": "shell"}
+    base = {
+        "header": {"msg_id": "1", "msg_type": "comm_msg"},
+        "parent_header": {},
+        "metadata": {},
+        "content": {"x": 1},
+        "channel": "shell",
+    }
     legacy = json.dumps({**base, "buffers": []})
     binary = serialize_binary_message({**base, "buffers": [b"\x01\x02"]})
     for data, proto, nbuf in ((legacy, None, 0), (binary, None, 1)):
@@ -161,13 +190,14 @@ def test_client_frames_in_every_format_become_signed_parts() -> None:
         signed = to_zmq(session, parts)
         assert signed[1] == session.sign(parts[:4])
     status = status_message("idle")
-    channel, parts = parse_client_frame(
-        status.v1().replace(b"iopub", b"shell", 1), V1_PROTOCOL)
+    channel, parts = parse_client_frame(status.v1().replace(b"iopub", b"shell", 1), V1_PROTOCOL)
     assert channel == "shell"
 
 
-@pytest.mark.parametrize("data", ["not json", "[]", json.dumps({"channel": "iopub",
-                                  "header": {"msg_type": "x"}}), b"\x00\x00"])
+@pytest.mark.parametrize(
+    "data",
+    ["not json", "[]", json.dumps({"channel": "iopub", "header": {"msg_type": "x"}}), b"\x00\x00"],
+)
 def test_bad_client_frames_raise_wire_error(data: str | bytes) -> None:
     with pytest.raises(WireError):
         parse_client_frame(data, None)
@@ -186,8 +216,12 @@ def test_auth_accepts_every_documented_credential() -> None:
     assert (alice.user, alice.admin) == ("alice", False)
     basic = base64.b64encode(b"jo:shared").decode()
     assert auth.authenticate({"Authorization": f"Basic {basic}"}, None).user == "jo"
-    for headers in ({}, {"Authorization": "token "}, {"Authorization": "token nope"},
-                    {"Authorization": "Basic !!!"}):
+    for headers in (
+        {},
+        {"Authorization": "token "},
+        {"Authorization": "token nope"},
+        {"Authorization": "Basic !!!"},
+    ):
         with pytest.raises(Unauthorized):
             auth.authenticate(headers, None)
 
@@ -219,8 +253,7 @@ def test_cull_rules() -> None:
     now = dt.datetime(2026, 1, 1, 0, 10, tzinfo=dt.UTC)
     on = CullSettings(idle_timeout=60, cull_connected=False, cull_busy=False)
     assert should_cull(_record(execution_state="idle"), now, on)
-    assert not should_cull(_record(execution_state="idle"), now,
-                           CullSettings(0, False, False))
+    assert not should_cull(_record(execution_state="idle"), now, CullSettings(0, False, False))
     assert not should_cull(_record(connections=1), now, on)
     assert should_cull(_record(connections=1), now, CullSettings(60, True, False))
     assert not should_cull(_record(execution_state="busy"), now, on)
