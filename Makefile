@@ -53,6 +53,7 @@ run: install
 
 test: install system-deps toree-env
 	$(BIN)/ruff check kernelfleet tests benchmarks
+	$(BIN)/ruff format --check kernelfleet tests benchmarks
 	$(BIN)/mypy
 	$(BIN)/pytest
 

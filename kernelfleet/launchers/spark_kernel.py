@@ -58,6 +58,9 @@ SPLITTER_FORBIDDEN = (
     "--status",
 )
 FLAG_OPTIONS = ("--verbose", "-v", "--supervise")
+JOB_GROUP_PROPERTY = "spark.jobGroup.id"
+CELL_GROUP_PREFIX = "kernelfleet-cell-"
+CANCEL_AGAIN_AFTER = (0.25, 0.5, 1.0, 2.0, 4.0)  # seconds between repeated cancellations
 MAX_OPTS_CHARS = 16384
 
 
@@ -129,6 +132,8 @@ class SparkStarter:
         self.ready = threading.Event()
         self.started_at = time.monotonic()
         self.seconds = None
+        self.cells = 0
+        self.cell_group = None
 
     def create(self):
         try:
@@ -169,13 +174,51 @@ class SparkStarter:
             except Exception as exc:  # the JVM may already be gone
                 print(f"kernelfleet: stopping Spark: {exc!r}", file=sys.stderr)
 
-    def cancel_jobs(self):
-        if self.ready.is_set() and self.session is not None:
-            try:
-                self.session.sparkContext.cancelAllJobs()
-                print("kernelfleet: interrupted: Spark jobs cancelled", file=sys.stderr, flush=True)
-            except Exception as exc:
-                print(f"kernelfleet: cancelling Spark jobs: {exc!r}", file=sys.stderr)
+    def begin_cell(self):
+        """Put the Spark jobs this thread's next cell starts in a job group of their own.
+
+        Called on the main thread (the one an interrupt stops) before each cell. A group the
+        user set themselves is left in place, and is what an interrupt cancels.
+        """
+        self.cell_group = None
+        if not self.ready.is_set() or self.session is None:
+            return
+        if threading.current_thread() is not threading.main_thread():
+            return
+        try:
+            context = self.session.sparkContext
+            current = context.getLocalProperty(JOB_GROUP_PROPERTY)
+            if current and not current.startswith(CELL_GROUP_PREFIX):
+                self.cell_group = current
+                return
+            self.cells += 1
+            group = f"{CELL_GROUP_PREFIX}{self.cells}"
+            context.setLocalProperty(JOB_GROUP_PROPERTY, group)
+            self.cell_group = group
+        except Exception as exc:  # the JVM may be gone; the cell reports that itself
+            print(f"kernelfleet: setting the cell's Spark job group: {exc!r}", file=sys.stderr)
+
+    def cancel_jobs(self, group=None):
+        """Cancel the interrupted cell's jobs (*group*), then every job of the session.
+
+        The interrupt may arrive while the cell's call is still submitting a job: the
+        scheduler then sees the job after the cancellation. So a group of our own (one per
+        cell, never reused) is cancelled again for a few seconds; a user's group only once.
+        """
+        if not self.ready.is_set() or self.session is None:
+            return
+        context = self.session.sparkContext
+        try:
+            if group:
+                context.cancelJobGroup(group)
+            context.cancelAllJobs()
+            print("kernelfleet: interrupted: Spark jobs cancelled", file=sys.stderr, flush=True)
+            if group and group.startswith(CELL_GROUP_PREFIX):
+                for pause in CANCEL_AGAIN_AFTER:
+                    time.sleep(pause)
+                    context.cancelJobGroup(group)
+        except Exception as exc:
+            print(f"kernelfleet: cancelling Spark jobs: {exc!r}", file=sys.stderr)
 
 
 class Pending:
@@ -190,6 +233,8 @@ class Pending:
         value = session if name == "spark" else session.sparkContext
         if namespace.get(name) is self:
             namespace[name] = value
+            if starter.cell_group is None:  # the session appeared during this cell
+                starter.begin_cell()
         return value
 
     def __getattr__(self, attr):
@@ -243,6 +288,11 @@ def spark_aware(kernel_class, starter):
     """*kernel_class* whose SIGINT handler (active while a cell runs) also cancels Spark jobs."""
 
     class SparkAwareKernel(kernel_class):
+        def do_execute(self, *args, **kwargs):
+            if starter is not None:
+                starter.begin_cell()
+            return super().do_execute(*args, **kwargs)
+
         def pre_handler_hook(self):
             super().pre_handler_hook()
             if starter is None:
@@ -252,7 +302,10 @@ def spark_aware(kernel_class, starter):
                 # From another thread: PySpark pins one JVM connection per Python thread, and
                 # this thread's connection is busy with the call being interrupted.
                 threading.Thread(
-                    target=starter.cancel_jobs, name="kernelfleet-spark-cancel", daemon=True
+                    target=starter.cancel_jobs,
+                    args=(starter.cell_group,),
+                    name="kernelfleet-spark-cancel",
+                    daemon=True,
                 ).start()
                 raise KeyboardInterrupt
 

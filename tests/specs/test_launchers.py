@@ -137,6 +137,63 @@ def test_a_failed_session_is_reported_on_use() -> None:
         _ = ns["spark"].range
 
 
+class RecordingContext:
+    """Stands for a SparkContext: records the calls an interrupt makes (no JVM here)."""
+
+    def __init__(self) -> None:
+        self.properties: dict[str, str] = {}
+        self.calls: list[tuple[str, ...]] = []
+
+    def getLocalProperty(self, key: str) -> str | None:
+        return self.properties.get(key)
+
+    def setLocalProperty(self, key: str, value: str) -> None:
+        self.properties[key] = value
+
+    def cancelJobGroup(self, group: str) -> None:
+        self.calls.append(("group", group))
+
+    def cancelAllJobs(self) -> None:
+        self.calls.append(("all",))
+
+
+def test_each_cell_gets_its_own_job_group_and_an_interrupt_cancels_it_again_later(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(spark_kernel, "CANCEL_AGAIN_AFTER", (0.0, 0.0))
+    context = RecordingContext()
+    starter = spark_kernel.SparkStarter(None)
+    starter.session = FakeSession()
+    starter.session.sparkContext = context  # type: ignore[assignment]
+    starter.ready.set()
+
+    starter.begin_cell()
+    first = starter.cell_group
+    starter.begin_cell()
+    second = starter.cell_group
+    assert first and second and first != second
+    assert context.properties["spark.jobGroup.id"] == second
+    # a job still being submitted when the interrupt came is caught by the later cancellations
+    starter.cancel_jobs(second)
+    assert context.calls == [("group", second), ("all",), ("group", second), ("group", second)]
+
+    # a group the user set is theirs: kept, and cancelled once
+    context.properties["spark.jobGroup.id"] = "nightly-etl"
+    context.calls.clear()
+    starter.begin_cell()
+    assert starter.cell_group == "nightly-etl"
+    assert context.properties["spark.jobGroup.id"] == "nightly-etl"
+    starter.cancel_jobs(starter.cell_group)
+    assert context.calls == [("group", "nightly-etl"), ("all",)]
+
+
+def test_no_job_group_before_the_session_exists() -> None:
+    starter = spark_kernel.SparkStarter(None)
+    starter.begin_cell()
+    assert starter.cell_group is None
+    starter.cancel_jobs(None)  # nothing to cancel, and no error
+
+
 def test_probe_manifest_matches_the_primary(tmp_path: Path) -> None:
     done = install(SpecOptions(spark=True, python=sys.executable), tmp_path / "k")
     mine = local_manifest(str(done.path))

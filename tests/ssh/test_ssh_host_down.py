@@ -79,7 +79,7 @@ async def test_killed_host_kernels_die_and_new_kernels_go_elsewhere(
         started = time.monotonic()
         with pytest.raises(HostsUnavailable, match=killed_host.ip):
             await pinned.start_kernel(env=kernel_env(KERNEL_REMOTE_HOST=killed_host.ip))
-        assert time.monotonic() - started < 2
+        assert time.monotonic() - started < 5  # known down: no connection attempt, no timeout
         await pinned.cleanup_resources()
     finally:
         await shutdown([survivor, *victims, *late])
