@@ -100,3 +100,23 @@ def env_names(cls: type[Configurable]) -> dict[str, str]:
         if names:
             out[trait_name] = names[0]
     return out
+
+
+def with_env_defaults(cls: type[Configurable], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Constructor kwargs with the ``KF_*`` environment as the lowest-precedence config.
+
+    Precedence, highest first: kernelspec ``config`` (constructor kwargs), the application's
+    config (the parent's), the environment, the trait default.
+    """
+    env_cfg = config_from_env([cls])
+    if not env_cfg:
+        return kwargs
+    parent = kwargs.get("parent")
+    base = kwargs.get("config")
+    if base is None and parent is not None:
+        base = getattr(parent, "config", None)
+    merged = Config()
+    merged.merge(env_cfg)
+    if base is not None:
+        merged.merge(base)
+    return {**kwargs, "config": merged}

@@ -77,3 +77,9 @@ class HostsUnavailable(PublicError):
 
     status = 503
     reason = "No Host Available"
+
+
+def describe(exc: BaseException, limit: int = 500) -> str:
+    """*exc* for a user-facing message: its text (or its type), at most *limit* characters."""
+    text = str(exc).strip() or type(exc).__name__
+    return text if len(text) <= limit else text[:limit] + "…"

@@ -7,7 +7,8 @@ UTS namespace (``hostname`` says ``kft-host<i>``) and mount namespace with a pri
 every host. The gateway side is the bridge address ``10.89.0.1`` in the root namespace. The
 hosts have no default route: they reach nothing but each other and the gateway.
 
-Names differ from ``shared/tools/testbed.sh`` (bridge ``kfbr0``, 10.88.0.0/24, ``kf-host*``) so
+The names are a :class:`Network` (:data:`SSH_TESTBED` by default; tests/specs uses its own)
+and differ from ``shared/tools/testbed.sh`` (bridge ``kfbr0``, 10.88.0.0/24, ``kf-host*``) so
 both can run at once. Nothing global is edited (no /etc/hosts, no ~/.ssh): clients use
 :attr:`Testbed.key` and :attr:`Testbed.known_hosts`. ``down()`` removes everything, also what
 a crashed earlier run left behind.
@@ -29,13 +30,28 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-BRIDGE = "kftbr0"
-NET = "10.89.0"
-GATEWAY_IP = f"{NET}.1"
-NS_PREFIX = "kft-host"
-VETH_PREFIX = "kftv"
-STATE_DIR = Path("/run/kft-testbed")
 SSHD = "/usr/sbin/sshd"
+
+
+@dataclass(frozen=True)
+class Network:
+    """The names a testbed owns. Testbeds with different names run side by side (each one's
+    ``up()`` first removes whatever is left under its own names)."""
+
+    bridge: str
+    net: str  # the first three octets: the gateway side is .1, host i is .(10+i)
+    ns_prefix: str  # netns, UTS host name and state subdirectory of host i: <prefix><i>
+    veth_prefix: str
+    state_dir: Path  # keys, known_hosts, per-host sshd files; <state_dir>.lock is the lock
+    sftp: bool = False  # an SFTP subsystem in each sshd (as Debian's default config has)
+
+    @property
+    def gateway_ip(self) -> str:
+        return f"{self.net}.1"
+
+
+#: The testbed of tests/ssh and the benchmarks.
+SSH_TESTBED = Network("kftbr0", "10.89.0", "kft-host", "kftv", Path("/run/kft-testbed"))
 
 
 def _paths_under_tmp() -> list[Path]:
@@ -88,27 +104,34 @@ class Testbed:
 
     __test__ = False  # not a pytest test class
 
-    def __init__(self, n: int = 3, user: str | None = None, service_user: str | None = None):
+    def __init__(
+        self,
+        n: int = 3,
+        user: str | None = None,
+        service_user: str | None = None,
+        network: Network = SSH_TESTBED,
+    ):
         """*user*: a plain account to impersonate; *service_user*: a non-root SSH login allowed
-        to run ``/usr/bin/python3`` as any other non-root user through sudo, no password."""
+        to run ``/usr/bin/python3`` as any other non-root user through sudo, no password;
+        *network*: the names this testbed owns (its lock and sudoers file follow them)."""
         self.n = n
         self.user = user
         self.service_user = service_user
-        # Module globals are read here, not at import: tests/specs loads this module with
-        # other names, and its testbed must neither share our lock nor touch our sudoers file.
-        self.dir = STATE_DIR
-        self.lock_path = Path(f"{STATE_DIR}.lock")
-        self.sudoers = Path("/etc/sudoers.d") / STATE_DIR.name
+        self.network = network
+        self.gateway_ip = network.gateway_ip
+        self.dir = network.state_dir
+        self.lock_path = Path(f"{network.state_dir}.lock")
+        self.sudoers = Path("/etc/sudoers.d") / network.state_dir.name
         self.key = self.dir / "id_ed25519"
         self.known_hosts = self.dir / "known_hosts"
         self.hosts = [
             TestHost(
                 index=i,
-                name=f"{NS_PREFIX}{i}",
-                ip=f"{NET}.{10 + i}",
-                netns=f"{NS_PREFIX}{i}",
-                veth=f"{VETH_PREFIX}{i}",
-                dir=self.dir / f"{NS_PREFIX}{i}",
+                name=f"{network.ns_prefix}{i}",
+                ip=f"{network.net}.{10 + i}",
+                netns=f"{network.ns_prefix}{i}",
+                veth=f"{network.veth_prefix}{i}",
+                dir=self.dir / f"{network.ns_prefix}{i}",
             )
             for i in range(1, n + 1)
         ]
@@ -127,10 +150,11 @@ class Testbed:
         )
         (self.dir / "authorized_keys").write_text(Path(f"{self.key}.pub").read_text())
         os.chmod(self.dir / "authorized_keys", 0o600)
-        _run("ip", "link", "add", BRIDGE, "type", "bridge")
-        _run("sysctl", "-qw", f"net.ipv6.conf.{BRIDGE}.disable_ipv6=1", check=False)
-        _run("ip", "addr", "add", f"{GATEWAY_IP}/24", "dev", BRIDGE)
-        _run("ip", "link", "set", BRIDGE, "up")
+        bridge = self.network.bridge
+        _run("ip", "link", "add", bridge, "type", "bridge")
+        _run("sysctl", "-qw", f"net.ipv6.conf.{bridge}.disable_ipv6=1", check=False)
+        _run("ip", "addr", "add", f"{self.gateway_ip}/24", "dev", bridge)
+        _run("ip", "link", "set", bridge, "up")
         lines = []
         for host in self.hosts:
             self._make_host(host)
@@ -173,11 +197,12 @@ class Testbed:
         for netns in self._existing_netns():
             self._kill_netns(netns)
             _run("ip", "netns", "delete", netns, check=False)
+        veth, bridge = self.network.veth_prefix, self.network.bridge
         for i in range(1, 64):
-            if Path(f"/sys/class/net/{VETH_PREFIX}{i}").exists():
-                _run("ip", "link", "del", f"{VETH_PREFIX}{i}", check=False)
-        if Path(f"/sys/class/net/{BRIDGE}").exists():
-            _run("ip", "link", "del", BRIDGE, check=False)
+            if Path(f"/sys/class/net/{veth}{i}").exists():
+                _run("ip", "link", "del", f"{veth}{i}", check=False)
+        if Path(f"/sys/class/net/{bridge}").exists():
+            _run("ip", "link", "del", bridge, check=False)
         if self.service_user:
             self.sudoers.unlink(missing_ok=True)
         marker = self.dir / "created_users"
@@ -191,7 +216,8 @@ class Testbed:
 
     def _existing_netns(self) -> list[str]:
         out = _run("ip", "netns", "list", check=False).stdout
-        return [line.split()[0] for line in out.splitlines() if line.startswith(NS_PREFIX)]
+        prefix = self.network.ns_prefix
+        return [line.split()[0] for line in out.splitlines() if line.startswith(prefix)]
 
     def _make_host(self, host: TestHost) -> None:
         _run("ip", "netns", "add", host.netns)
@@ -209,7 +235,7 @@ class Testbed:
             host.netns,
         )
         _run("sysctl", "-qw", f"net.ipv6.conf.{host.veth}.disable_ipv6=1", check=False)
-        _run("ip", "link", "set", host.veth, "master", BRIDGE, "up")
+        _run("ip", "link", "set", host.veth, "master", self.network.bridge, "up")
         _run(
             "ip",
             "netns",
@@ -251,6 +277,7 @@ class Testbed:
             "MaxStartups 200:30:400\n"
             "MaxSessions 50\n"
             "PermitUserEnvironment no\n"
+            + ("Subsystem sftp internal-sftp\n" if self.network.sftp else "")
         )
 
     def start_sshd(self, host: TestHost) -> None:

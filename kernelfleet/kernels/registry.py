@@ -34,6 +34,7 @@ from kernelfleet.errors import (
     LimitReached,
     NotFound,
     PublicError,
+    describe,
 )
 from kernelfleet.kernels import policy as pol
 from kernelfleet.kernels.channels import BufferLimits, KernelChannels
@@ -364,7 +365,7 @@ class KernelRegistry(LoggingConfigurable):
         except Exception as exc:
             self.log.exception("kernel %s (%s) failed to start", record.id, name)
             await self.destroy(record)
-            raise LaunchFailed(f"Kernel '{name}' failed to start: {_describe(exc)}") from None
+            raise LaunchFailed(f"Kernel '{name}' failed to start: {describe(exc)}") from None
         self.log.info("kernel %s ready%s", record.id, f" on {record.host}" if record.host else "")
         return record
 
@@ -566,7 +567,7 @@ class KernelRegistry(LoggingConfigurable):
             detail = (
                 f"did not become ready within {record.launch_timeout:g} s"
                 if isinstance(exc, TimeoutError)
-                else f"failed: {_describe(exc)}"
+                else f"failed: {describe(exc)}"
             )
             raise LaunchFailed(f"Restart of kernel {record.id}{where} {detail}.") from None
         record.restart_count += 1
@@ -601,8 +602,3 @@ class KernelRegistry(LoggingConfigurable):
                 state = msg.content().get("execution_state")
         record.touch(state if record.lifecycle is Lifecycle.RUNNING else None)
         self.persist.touched(record)
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text if len(text) < 500 else text[:500] + "…"

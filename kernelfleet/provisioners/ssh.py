@@ -4,7 +4,7 @@ Select it in a kernelspec with ``metadata.kernel_provisioner.provisioner_name =
 "kernelfleet-ssh"``; its ``config`` entries set the options below for that kernelspec. It works
 under our gateway and in library mode (plain jupyter_server, nbclient, ``AsyncKernelManager``):
 options not set by the kernelspec or the application's config fall back to their ``KF_*``
-environment variables (:func:`with_env_defaults`, the one place that does it).
+environment variables (:func:`kernelfleet.config.with_env_defaults`, the one place that does it).
 
 How a kernel starts: placement picks a host (``remote_hosts``, ``load_balancing_algorithm``,
 ``KERNEL_REMOTE_HOST`` pinning, the same host again on restart), the host's agent — one per
@@ -37,9 +37,8 @@ from jupyter_client.connect import KernelConnectionInfo
 from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
 from traitlets import Any as TAny
 from traitlets import Bool, CaselessStrEnum, Float, Int, List, Unicode
-from traitlets.config import Config, Configurable
 
-from kernelfleet.config import config_from_env, option
+from kernelfleet.config import option, with_env_defaults
 from kernelfleet.errors import (
     BadRequest,
     Forbidden,
@@ -75,26 +74,6 @@ HOSTNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.:_-]{0,252}$")
 #: Extra seconds the gateway waits beyond the agent's own launch deadline.
 LAUNCH_SLACK = 3.0
 AGENT_CALL_TIMEOUT = 10.0
-
-
-def with_env_defaults(cls: type[Configurable], kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Constructor kwargs with the ``KF_*`` environment as the lowest-precedence config.
-
-    Precedence, highest first: kernelspec ``config`` (constructor kwargs), the application's
-    config (the parent's), the environment, the trait default.
-    """
-    env_cfg = config_from_env([cls])
-    if not env_cfg:
-        return kwargs
-    parent = kwargs.get("parent")
-    base = kwargs.get("config")
-    if base is None and parent is not None:
-        base = getattr(parent, "config", None)
-    merged = Config()
-    merged.merge(env_cfg)
-    if base is not None:
-        merged.merge(base)
-    return {**kwargs, "config": merged}
 
 
 class SSHProvisioner(KernelProvisionerBase):  # type: ignore[misc]

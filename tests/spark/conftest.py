@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from tests.specs.fleet import TB, shared_testbed
+from tests.specs.fleet import shared_testbed
 
 
 @pytest.fixture(scope="session")
@@ -93,7 +93,7 @@ def spark_cluster(
     import pyspark
 
     home = Path(pyspark.__file__).parent
-    ip = TB.GATEWAY_IP  # the testbed's gateway side: every host reaches it
+    ip = fleet_bed.gateway_ip  # the testbed's gateway side: every host reaches it
     logs = tmp_path_factory.mktemp("sparklogs")
     cluster = SparkCluster(home, ip, _free_port(ip), _free_port(ip), logs)
     env = {

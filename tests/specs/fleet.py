@@ -1,9 +1,9 @@
 """A private SSH testbed for the spec / hosts / Spark tests, shared by tests/specs and tests/spark.
 
-It is the project's netns testbed (``tests/testbed.py``) loaded as a separate module with its
-own names (bridge ``kfsbr0``, hosts ``kfs-host<i>`` on 10.90.0.0/24, state in /run/kfs-testbed),
-so it neither collides with the testbed of ``tests/ssh`` in the same session (whose ``up()``
-first removes everything named like itself) nor with one another engineer runs on the same VM.
+It is the project's netns testbed (``tests/testbed.py``) under its own names (bridge
+``kfsbr0``, hosts ``kfs-host<i>`` on 10.90.0.0/24, state in /run/kfs-testbed), so it neither
+collides with the testbed of ``tests/ssh`` in the same session (whose ``up()`` first removes
+everything named like itself) nor with one another engineer runs on the same VM.
 One testbed serves every test of the session that asks for it; it is removed when the last user
 is done. As in the SSH tests, /tmp is private to each host while the rest of the filesystem is
 shared: a kernelspec installed under /tmp on this side is *absent* on the hosts until
@@ -13,49 +13,25 @@ shared: a kernelspec installed under /tmp on this side is *absent* on the hosts 
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
 from kernelfleet.placement.fleet import reset_fleets
+from tests.testbed import Network, Testbed, missing_requirements
 
-TESTS = Path(__file__).resolve().parents[1]
 KF = [sys.executable, "-m", "kernelfleet"]
 
 
-def _testbed_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("kf_specs_testbed", TESTS / "testbed.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up there
-    spec.loader.exec_module(mod)
-    mod.BRIDGE = "kfsbr0"
-    mod.NET = "10.90.0"
-    mod.GATEWAY_IP = "10.90.0.1"
-    mod.NS_PREFIX = "kfs-host"
-    mod.VETH_PREFIX = "kfsv"
-    mod.STATE_DIR = Path("/run/kfs-testbed")
-    return mod
-
-
-TB = _testbed_module()
-
-
-class SpecsTestbed(TB.Testbed):  # type: ignore[name-defined,misc]
-    """The testbed with SFTP enabled in each host's sshd (``spec sync`` copies over SFTP, as
-    Debian's default sshd_config allows)."""
-
-    def _make_host(self, host: Any) -> None:
-        super()._make_host(host)
-        with open(host.dir / "sshd_config", "a") as fh:
-            fh.write("Subsystem sftp internal-sftp\n")
+#: Its own names, so it runs beside the testbed of tests/ssh; SFTP on for ``spec sync``.
+SPECS_TESTBED = Network(
+    "kfsbr0", "10.90.0", "kfs-host", "kfsv", Path("/run/kfs-testbed"), sftp=True
+)
 
 
 class _Shared:
@@ -65,11 +41,11 @@ class _Shared:
 
 @contextlib.contextmanager
 def shared_testbed() -> Iterator[Any]:
-    reason = TB.missing_requirements()
+    reason = missing_requirements()
     if reason:
         pytest.skip(reason)
     if _Shared.bed is None:
-        _Shared.bed = SpecsTestbed(3).up()
+        _Shared.bed = Testbed(3, network=SPECS_TESTBED).up()
     _Shared.users += 1
     try:
         yield _Shared.bed
