@@ -87,6 +87,28 @@ class Persister:
     async def save(self, record: KernelRecord, state: str, *, pooled: bool | None = None) -> None:
         if self.store is None or self.box is None:
             return
+        await self.store.put(await self._row(record, state, pooled=pooled))
+
+    async def reserve(
+        self,
+        record: KernelRecord,
+        state: str,
+        *,
+        max_total: int,
+        max_per_user: int,
+    ) -> str | None:
+        """:meth:`save`, unless the store's kernels (all its gateways') reach a limit: then
+        nothing is written and ``"total"`` or ``"user"`` says which (see
+        :meth:`KernelStore.reserve`)."""
+        if self.store is None or self.box is None:
+            return None
+        row = await self._row(record, state)
+        return await self.store.reserve(row, max_total, max_per_user)
+
+    async def _row(
+        self, record: KernelRecord, state: str, *, pooled: bool | None = None
+    ) -> StoredKernel:
+        assert self.box is not None
         km = record.manager
         payload: dict[str, Any] = {
             "env": record.env,
@@ -112,7 +134,7 @@ class Persister:
             pooled=record.pooled if pooled is None else pooled,
         )
         row.seal(self.box, payload)
-        await self.store.put(row)
+        return row
 
     async def delete(self, kernel_id: str) -> None:
         self._dirty.pop(kernel_id, None)

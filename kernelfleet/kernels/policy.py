@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from kernelfleet.errors import BadRequest, Forbidden
+from kernelfleet.errors import BadRequest, Forbidden, LimitReached
 
 #: Request env values longer than this are refused (a kernel env is not a file transfer).
 MAX_ENV_VALUE_BYTES = 128 * 1024
@@ -86,6 +86,22 @@ class GatewayPolicy:
     max_kernels: int = 0
     max_kernels_per_user: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def limit_reached(which: str, owner: str, gw: GatewayPolicy, *, shared: bool) -> LimitReached:
+    """The error for a start refused by ``max_kernels`` (*which* ``"total"``) or
+    ``max_kernels_per_user`` (``"user"``); *shared*: counted over every gateway of the store."""
+    if which == "user":
+        scope = " across the gateways sharing this kernel store" if shared else ""
+        return LimitReached(
+            f"User '{owner}' already runs {gw.max_kernels_per_user} kernels{scope}, the "
+            "maximum per user. Shut one down first."
+        )
+    subject = "The gateways of this kernel store run their" if shared else "The gateway runs its"
+    return LimitReached(
+        f"{subject} maximum of {gw.max_kernels} kernels. Shut down a kernel you no longer "
+        "need, or ask an administrator to raise max_kernels."
+    )
 
 
 def check_kernelspec_name(name: Any) -> str:

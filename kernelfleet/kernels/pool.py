@@ -153,12 +153,22 @@ class KernelPool(LoggingConfigurable):
     ) -> KernelRecord:
         """Give pooled *record* to *owner*, applying what of *env* the kernel can take."""
         env = {**env, "KERNEL_ID": record.id}
+        before = (record.owner, record.pooled, dict(record.env))
         record.owner = owner
         record.pooled = False
         record.env.update(env)  # the same dict a restart launches with
         # Recorded as the user's before their values reach it: after a crash it must never
-        # return to the pool.
-        await self.registry.persist.save(record, "running")
+        # return to the pool. On a shared store the user's kernels are counted there too.
+        gw = self.registry.policy()
+        refused = await self.registry.persist.reserve(
+            record, "running", max_total=0, max_per_user=gw.max_kernels_per_user
+        )
+        if refused:
+            record.owner, record.pooled = before[0], before[1]
+            record.env.clear()
+            record.env.update(before[2])
+            self.members.setdefault(record.name, []).insert(0, record)  # untouched: still warm
+            raise pol.limit_reached(refused, owner, gw, shared=True)
         if is_python(record.spec) and record.channels is not None:
             async with asyncio.timeout(self.handover_timeout):
                 reply = await record.channels.request(

@@ -61,12 +61,20 @@ class KernelRegistry(LoggingConfigurable):
     """Starts and tracks kernels; see the module docstring."""
 
     max_kernels = option(
-        Int(0, help="Most kernels the gateway runs at once (0: no limit). Default: 0."),
+        Int(
+            0,
+            help="Most kernels the gateway runs at once, pooled ones included; with a shared "
+            "store, all its gateways together (0: no limit). Default: 0.",
+        ),
         "KF_MAX_KERNELS",
         "EG_MAX_KERNELS",
     )
     max_kernels_per_user = option(
-        Int(0, help="Most kernels one user may run at once (0: no limit). Default: 0."),
+        Int(
+            0,
+            help="Most kernels one user may run at once; with a shared store, on all its "
+            "gateways together (0: no limit). Default: 0.",
+        ),
         "KF_MAX_KERNELS_PER_USER",
         "EG_MAX_KERNELS_PER_USER",
     )
@@ -303,11 +311,10 @@ class KernelRegistry(LoggingConfigurable):
         env = pol.kernel_env(req_env, self.process_env(), gw, kernel_id=kernel_id, username=owner)
 
         # Check and reserve with no await in between: concurrent requests cannot overshoot.
-        if gw.max_kernels_per_user and self.live_count(owner) >= gw.max_kernels_per_user:
-            raise LimitReached(
-                f"User '{owner}' already runs {gw.max_kernels_per_user} kernels, the maximum "
-                "per user. Shut one down first."
-            )
+        # A shared store counts at the write instead (our view of it may be stale).
+        local = not self.shared_store
+        if local and gw.max_kernels_per_user and self.live_count(owner) >= gw.max_kernels_per_user:
+            raise pol.limit_reached("user", owner, gw, shared=False)
         if self.pool is not None:
             pooled = self.pool.take(entry, req_env)
             if pooled is not None:
@@ -316,15 +323,13 @@ class KernelRegistry(LoggingConfigurable):
                 except asyncio.CancelledError:
                     await asyncio.shield(self.destroy(pooled))
                     raise
+                except LimitReached:  # counted over a shared store; the kernel stays pooled
+                    raise
                 except Exception as exc:  # fall through to a fresh kernel
                     self.log.warning("warm kernel %s discarded: %s", pooled.id, exc)
                     await self.destroy(pooled)
-        if gw.max_kernels and self.live_count() >= gw.max_kernels:
-            raise LimitReached(
-                f"The gateway runs its maximum of {gw.max_kernels} kernels. "
-                "Shut down a kernel you no longer need, or ask an administrator to raise "
-                "max_kernels."
-            )
+        if local and gw.max_kernels and self.live_count() >= gw.max_kernels:
+            raise pol.limit_reached("total", owner, gw, shared=False)
         record = KernelRecord(
             id=kernel_id,
             name=name,
@@ -343,7 +348,10 @@ class KernelRegistry(LoggingConfigurable):
         self.log.info("starting kernel %s (%s) for %s", record.id, name, record.owner or "pool")
         try:
             async with record.lock, asyncio.timeout(timeout):
-                await self.persist.save(record, "starting", pooled=record.pooled)
+                gw = self.policy()  # a shared store counts every gateway's kernels again
+                limits = {"max_total": gw.max_kernels, "max_per_user": gw.max_kernels_per_user}
+                if refused := await self.persist.reserve(record, "starting", **limits):
+                    raise pol.limit_reached(refused, record.owner, gw, shared=True)
                 await self._launch(record, entry)
                 record.lifecycle = Lifecycle.RUNNING
                 record.touch("idle")

@@ -106,6 +106,17 @@ class KernelStore(abc.ABC):
     async def touch(self, activity: dict[str, dt.datetime]) -> None:
         """Update ``last_activity`` of several kernels at once (batched, not per message)."""
 
+    async def reserve(self, kernel: StoredKernel, max_total: int, max_per_user: int) -> str | None:
+        """Write *kernel* unless the live kernels of the store (other than *kernel* itself)
+        already reach ``max_total``, or those of ``kernel.owner`` reach ``max_per_user``
+        (0: no limit). Returns None once written, else ``"total"`` or ``"user"``.
+
+        A store only one gateway uses needs no count here: that gateway's own count, checked
+        before, is exact. Shared stores count and write in one atomic step.
+        """
+        await self.put(kernel)
+        return None
+
 
 def open_store(url: str, data_dir: str) -> KernelStore:
     """The store for *url*: ``sqlite:///abs/path.sqlite`` or ``postgresql://…``; empty means

@@ -27,6 +27,14 @@ INSERT = (
     + ", ".join(f"{c} = EXCLUDED.{c}" for c in COLUMNS if c != "id")
 )
 
+#: Kernels that count against the limits: every row not on its way out.
+COUNT_LIVE = (
+    "SELECT count(*), count(*) FILTER (WHERE owner = %s) FROM kf_kernels"
+    " WHERE state IN ('starting', 'launched', 'running') AND id <> %s"
+)
+#: pg_advisory_xact_lock key serialising limit checks across gateways ("kfli").
+LIMITS_LOCK = 0x6B666C69
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS kf_kernels (
     id TEXT PRIMARY KEY,
@@ -52,6 +60,10 @@ def _kernel(row: tuple[Any, ...]) -> StoredKernel:
     return StoredKernel(**values)
 
 
+def _params(kernel: StoredKernel) -> tuple[Any, ...]:
+    return tuple(getattr(kernel, column) for column in COLUMNS)
+
+
 class PostgresStore(KernelStore):
     shared = True
 
@@ -67,21 +79,28 @@ class PostgresStore(KernelStore):
             self._conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
         return self._conn
 
-    async def _execute(self, sql: str, params: Any = None, *, fetch: bool = False) -> Any:
+    async def _with_connection(self, work: Any) -> Any:
+        """Run ``await work(conn)`` on our connection, reconnecting once if it was lost."""
         import psycopg
 
         async with self._lock:
             for attempt in (1, 2):
                 conn = await self._connection()
                 try:
-                    async with conn.cursor() as cur:
-                        await cur.execute(sql, params)
-                        return await cur.fetchall() if fetch else None
+                    return await work(conn)
                 except psycopg.OperationalError:
                     if attempt == 2:
                         raise
                     self._conn = None
         return None
+
+    async def _execute(self, sql: str, params: Any = None, *, fetch: bool = False) -> Any:
+        async def work(conn: Any) -> Any:
+            async with conn.cursor() as cur:
+                await cur.execute(sql, params)
+                return await cur.fetchall() if fetch else None
+
+        return await self._with_connection(work)
 
     async def open(self) -> None:
         await self._execute(SCHEMA)
@@ -92,23 +111,29 @@ class PostgresStore(KernelStore):
             self._conn = None
 
     async def put(self, kernel: StoredKernel) -> None:
-        await self._execute(
-            INSERT,
-            (
-                kernel.id,
-                kernel.name,
-                kernel.owner,
-                kernel.state,
-                kernel.provisioner,
-                kernel.created,
-                kernel.last_activity,
-                kernel.host,
-                kernel.gateway,
-                kernel.restart_count,
-                kernel.pooled,
-                kernel.secret,
-            ),
-        )
+        await self._execute(INSERT, _params(kernel))
+
+    async def reserve(self, kernel: StoredKernel, max_total: int, max_per_user: int) -> str | None:
+        if not max_total and not (max_per_user and kernel.owner):
+            await self.put(kernel)
+            return None
+
+        async def work(conn: Any) -> str | None:
+            # One transaction, serialised across gateways by an advisory lock: two gateways
+            # starting kernels at once cannot both take the last slot.
+            async with conn.transaction(), conn.cursor() as cur:
+                await cur.execute("SELECT pg_advisory_xact_lock(%s)", (LIMITS_LOCK,))
+                await cur.execute(COUNT_LIVE, (kernel.owner, kernel.id))
+                total, mine = await cur.fetchone()
+                if max_total and total >= max_total:
+                    return "total"
+                if max_per_user and kernel.owner and mine >= max_per_user:
+                    return "user"
+                await cur.execute(INSERT, _params(kernel))
+                return None
+
+        result: str | None = await self._with_connection(work)
+        return result
 
     async def get(self, kernel_id: str) -> StoredKernel | None:
         rows = await self._execute(SELECT_ONE, (kernel_id,), fetch=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import glob
 import os
 import shutil
@@ -14,6 +15,8 @@ from pathlib import Path
 import pytest
 
 from kernelfleet.client import stdout_of
+from kernelfleet.kernels.store import StoredKernel
+from kernelfleet.kernels.store_postgres import PostgresStore
 from tests.gatewayproc import GatewayProcess, kernel_pids
 
 pytestmark = pytest.mark.timeout(180)
@@ -95,3 +98,75 @@ async def test_a_kernel_started_on_one_gateway_is_served_by_another(
     finally:
         one.stop()
         two.stop()
+
+
+async def test_kernel_limits_hold_across_gateways_sharing_a_store(
+    postgres_url: str, kernelspec_dir: Path, tmp_path: Path
+) -> None:
+    common = {
+        "JUPYTER_PATH": str(kernelspec_dir),
+        "KF_KERNEL_STORE": postgres_url,
+        "KF_SECRET_KEY_FILE": str(tmp_path / "shared.key"),
+        "KF_CONFIG_DIR": str(tmp_path / "cfg"),
+        "KF_MAX_KERNELS": "2",
+    }
+    one = GatewayProcess({**common, "KF_DATA_DIR": str(tmp_path / "one"), "KF_GATEWAY_ID": "l1"})
+    two = GatewayProcess({**common, "KF_DATA_DIR": str(tmp_path / "two"), "KF_GATEWAY_ID": "l2"})
+    started: list[str] = []
+    try:
+        # Four starts at once, two per gateway: each gateway alone is within its limit, so
+        # only the count over the shared store can refuse two of them.
+        body = {"name": "python3", "env": {}}
+        answers = await asyncio.gather(
+            *(gw.client.request("POST", "/api/kernels", body) for gw in (one, two, one, two))
+        )
+        started = [model["id"] for status, model in answers if status == 201]
+        refused = [model for status, model in answers if status == 403]
+        assert len(started) == 2 and len(refused) == 2, answers
+        for model in refused:
+            assert model["reason"] == "Kernel Limit Reached"
+            assert "maximum of 2 kernels" in model["message"]
+        listed = {k["id"] for gw in (one, two) for k in await gw.client.call("GET", "/api/kernels")}
+        assert listed == set(started)  # nothing half-started is left from the refused ones
+
+        # a slot freed on one gateway is free on the other
+        await one.client.shutdown_kernel(started.pop(0))
+        started.append((await two.client.start_kernel())["id"])
+        status, model = await one.client.request("POST", "/api/kernels", body)
+        assert status == 403, model
+    finally:
+        for kid in started:
+            await one.client.request("DELETE", f"/api/kernels/{kid}")
+        one.stop()
+        two.stop()
+    for kid in started:
+        assert not kernel_pids(kid)
+
+
+async def test_the_shared_store_counts_per_user_and_ignores_kernels_on_their_way_out(
+    postgres_url: str,
+) -> None:
+    store = PostgresStore(postgres_url)
+    await store.open()
+    now = dt.datetime.now(dt.UTC)
+
+    def row(kid: str, owner: str, state: str = "running") -> StoredKernel:
+        return StoredKernel(kid, "python3", owner, state, "kernelfleet-local", now, now)
+
+    try:
+        for kid in ("u-a1", "u-a2", "u-b1", "u-gone"):
+            await store.delete(kid)
+        assert await store.reserve(row("u-a1", "alice"), 0, 1) is None
+        assert await store.reserve(row("u-a2", "alice"), 0, 1) == "user"
+        assert await store.get("u-a2") is None  # a refused row is not written
+        assert await store.reserve(row("u-b1", "bob"), 0, 1) is None
+        # rewriting a kernel's own row does not count it twice
+        assert await store.reserve(row("u-a1", "alice"), 2, 1) is None
+        assert await store.reserve(row("u-a2", "alice", "starting"), 2, 0) == "total"
+        # a kernel being stopped no longer holds a slot
+        await store.put(row("u-b1", "bob", "stopping"))
+        assert await store.reserve(row("u-a2", "alice", "starting"), 2, 0) is None
+    finally:
+        for kid in ("u-a1", "u-a2", "u-b1"):
+            await store.delete(kid)
+        await store.close()
