@@ -66,17 +66,26 @@ def postgres_url() -> Iterator[str]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+def _two_gateways(
+    name: str, url: str, kernelspec_dir: Path, tmp_path: Path, **env: str
+) -> tuple[GatewayProcess, GatewayProcess]:
+    """Two gateway processes (ids *name*-1, *name*-2) on the store at *url*, one key file."""
+    common = {
+        "JUPYTER_PATH": str(kernelspec_dir),
+        "KF_KERNEL_STORE": url,
+        "KF_SECRET_KEY_FILE": str(tmp_path / "shared.key"),
+        "KF_CONFIG_DIR": str(tmp_path / "cfg"),
+        **env,
+    }
+    one = GatewayProcess({**common, "KF_DATA_DIR": f"{tmp_path}/1", "KF_GATEWAY_ID": f"{name}-1"})
+    two = GatewayProcess({**common, "KF_DATA_DIR": f"{tmp_path}/2", "KF_GATEWAY_ID": f"{name}-2"})
+    return one, two
+
+
 async def test_a_kernel_started_on_one_gateway_is_served_by_another(
     postgres_url: str, kernelspec_dir: Path, tmp_path: Path
 ) -> None:
-    common = {
-        "JUPYTER_PATH": str(kernelspec_dir),
-        "KF_KERNEL_STORE": postgres_url,
-        "KF_SECRET_KEY_FILE": str(tmp_path / "shared.key"),
-        "KF_CONFIG_DIR": str(tmp_path / "cfg"),
-    }
-    one = GatewayProcess({**common, "KF_DATA_DIR": str(tmp_path / "one"), "KF_GATEWAY_ID": "one"})
-    two = GatewayProcess({**common, "KF_DATA_DIR": str(tmp_path / "two"), "KF_GATEWAY_ID": "two"})
+    one, two = _two_gateways("served", postgres_url, kernelspec_dir, tmp_path)
     try:
         model = await one.client.start_kernel()
         kid = model["id"]
@@ -103,15 +112,7 @@ async def test_a_kernel_started_on_one_gateway_is_served_by_another(
 async def test_kernel_limits_hold_across_gateways_sharing_a_store(
     postgres_url: str, kernelspec_dir: Path, tmp_path: Path
 ) -> None:
-    common = {
-        "JUPYTER_PATH": str(kernelspec_dir),
-        "KF_KERNEL_STORE": postgres_url,
-        "KF_SECRET_KEY_FILE": str(tmp_path / "shared.key"),
-        "KF_CONFIG_DIR": str(tmp_path / "cfg"),
-        "KF_MAX_KERNELS": "2",
-    }
-    one = GatewayProcess({**common, "KF_DATA_DIR": str(tmp_path / "one"), "KF_GATEWAY_ID": "l1"})
-    two = GatewayProcess({**common, "KF_DATA_DIR": str(tmp_path / "two"), "KF_GATEWAY_ID": "l2"})
+    one, two = _two_gateways("limits", postgres_url, kernelspec_dir, tmp_path, KF_MAX_KERNELS="2")
     started: list[str] = []
     try:
         # Four starts at once, two per gateway: each gateway alone is within its limit, so
