@@ -1,7 +1,8 @@
 """The websocket ↔ ZMQ bridge: one :class:`KernelConnection` per websocket.
 
 Each connection owns DEALER sockets for shell, control and stdin with an identity of its own
-(so replies reach the socket that asked, whatever other websockets exist for the same session),
+(so replies reach the socket that asked, whatever other websockets exist for the same session;
+shell and stdin share theirs, since a kernel addresses ``input_request`` to the shell sender),
 one reader task per socket, and receives iopub from the kernel's shared subscriber
 (:mod:`kernelfleet.kernels.channels`). Frames to the client are spliced from the kernel's raw
 JSON parts (:mod:`kernelfleet.kernels.wire`), computed once per message for all connections.
@@ -126,9 +127,13 @@ class KernelConnection:
             self.deliver(msg)
 
     def _open_sockets(self) -> None:
-        prefix = f"{self.session_id or 'ws'}-{uuid.uuid4().hex[:8]}"
-        for channel in ("shell", "control", "stdin"):
-            sock = self.channels.socket(channel, identity=f"{prefix}-{channel}".encode())
+        # Shell and stdin must share one identity: a kernel sends its ``input_request`` on the
+        # stdin ROUTER to the identity of the shell request being answered. Control is
+        # separate (its own identity), as jupyter_client's own channels allow.
+        ident = f"{self.session_id or 'ws'}-{uuid.uuid4().hex[:8]}"
+        identities = {"shell": ident, "stdin": ident, "control": f"{ident}-control"}
+        for channel, identity in identities.items():
+            sock = self.channels.socket(channel, identity=identity.encode())
             self._sockets[channel] = sock
             self._readers.append(
                 asyncio.create_task(self._read(channel, sock), name=f"ws-{channel}-reader")

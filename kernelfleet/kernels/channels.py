@@ -4,7 +4,8 @@ Design:
 - **One iopub subscriber per kernel**, not one per websocket. It runs from the kernel's start to
   its end, so ``execution_state``/``last_activity`` follow real iopub activity even when nobody is
   connected (culling depends on it), and so output produced while a client is away can be kept.
-- **Per-connection shell/control/stdin DEALER sockets, each with its own ZMQ identity.** Replies
+- **Per-connection shell/control/stdin DEALER sockets, with an identity per connection** (shell and
+  stdin share it: a kernel addresses `input_request` to the shell sender). Replies
   are routed by identity, so a reply always reaches the connection that sent the request, even
   when a client (stock JupyterLab through jupyter_server) opens a second websocket for the same
   ``session_id`` and leaves the first one orphaned (contract.md, "second-websocket race"). No
