@@ -73,10 +73,18 @@ class LaunchTimeout(LaunchFailed):
 
 
 class HostsUnavailable(PublicError):
-    """No host allowed for the kernelspec can take a kernel right now."""
+    """No host allowed for the kernelspec can take a kernel right now.
+
+    :attr:`hosts` maps each host that was tried to why it is out (empty when none was)."""
 
     status = 503
     reason = "No Host Available"
+
+    def __init__(
+        self, message: str, *, hosts: dict[str, str] | None = None, reason: str | None = None
+    ):
+        super().__init__(message, reason=reason)
+        self.hosts: dict[str, str] = dict(hosts or {})
 
 
 def describe(exc: BaseException, limit: int = 500) -> str:

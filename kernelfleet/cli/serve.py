@@ -14,10 +14,11 @@ import signal
 import sys
 from typing import Any
 
-from traitlets import Bool, Unicode
+from traitlets import Bool, Unicode, default
 from traitlets.config import Application, Configurable
 
 from kernelfleet import __version__
+from kernelfleet.cli import logsetup
 from kernelfleet.config import EnvError, config_from_env
 from kernelfleet.gateway.app import Gateway
 from kernelfleet.gateway.auth import Authenticator
@@ -71,7 +72,10 @@ class ServeApp(Application):
         config=True
     )
     answer_yes = Bool(False, help="Overwrite an existing file without asking.").tag(config=True)
-    log_level = "INFO"  # type: ignore[assignment]
+
+    @default("log_level")
+    def _default_log_level(self) -> int:
+        return logging.INFO
 
     aliases = {
         "ip": "Gateway.ip",
@@ -145,9 +149,7 @@ class ServeApp(Application):
         if self.generate_config:
             self.write_default_config()
             return
-        logging.basicConfig(
-            level=self.log_level, format="[%(levelname).1s %(asctime)s %(name)s] %(message)s"
-        )
+        logsetup.configure(self.log_level, self.log)
         asyncio.run(self._serve())
 
     async def _serve(self) -> None:

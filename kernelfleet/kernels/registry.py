@@ -29,6 +29,7 @@ from traitlets.config import LoggingConfigurable
 from kernelfleet.config import option
 from kernelfleet.errors import (
     Conflict,
+    HostsUnavailable,
     LaunchFailed,
     LaunchTimeout,
     LimitReached,
@@ -41,6 +42,7 @@ from kernelfleet.kernels.channels import BufferLimits, KernelChannels
 from kernelfleet.kernels.identity import Identity
 from kernelfleet.kernels.liveness import KernelMonitor
 from kernelfleet.kernels.logs import kernel_log, open_log, working_dir
+from kernelfleet.kernels.notices import moved_notice
 from kernelfleet.kernels.persistence import (
     LOCAL_NAMES,
     Persister,
@@ -548,6 +550,7 @@ class KernelRegistry(LoggingConfigurable):
     ) -> None:
         """Restart *record*'s kernel (the caller holds ``record.lock``)."""
         assert record.manager is not None
+        host_before = record.host
         record.lifecycle = Lifecycle.RESTARTING
         record.touch("restarting")
         if automatic and record.channels is not None:
@@ -566,11 +569,16 @@ class KernelRegistry(LoggingConfigurable):
             with contextlib.suppress(Exception):
                 if prov is not None and prov.has_process:
                     await prov.kill()  # nothing keeps running outside the limits
-            self.monitor.schedule_removal(record)
             record.lifecycle = Lifecycle.DEAD
             record.touch("dead")
             if record.channels is not None:
                 record.channels.broadcast(status_message("dead"))
+            if isinstance(exc, HostsUnavailable):
+                # Its host is unreachable: the kernel stays listed (dead) for its user to
+                # restart once the host is back, instead of vanishing after the retention.
+                record.reason = exc.message
+                raise
+            self.monitor.schedule_removal(record)
             where = f" on {record.host}" if record.host else ""
             detail = (
                 f"did not become ready within {record.launch_timeout:g} s"
@@ -580,7 +588,10 @@ class KernelRegistry(LoggingConfigurable):
             raise LaunchFailed(f"Restart of kernel {record.id}{where} {detail}.") from None
         record.restart_count += 1
         record.lifecycle = Lifecycle.RUNNING
+        record.reason = None
         record.touch("idle")
+        if host_before and record.host and record.host != host_before and record.channels:
+            record.channels.broadcast(moved_notice(host_before, record.host))
         await self.persist.save(record, "running")
 
     # -- whole registry -------------------------------------------------------------------

@@ -109,7 +109,7 @@ class Fleet:
         The choice and the assignment happen without an ``await`` in between, so concurrent
         starts spread as the algorithm says. A host that cannot be reached is marked down
         (backoff) and the next best is tried. Raises :class:`HostsUnavailable` naming every
-        candidate and why it is out when none is left. *what* names the kernelspec in it.
+        candidate and why it is out when none is left. *what* is the kernelspec's name.
         """
         failures: dict[str, str] = {}
         loads: dict[str, HostLoad] = {}
@@ -128,7 +128,11 @@ class Fleet:
                     failures[host] = link.down_reason(now)
             if not eligible:
                 detail = "; ".join(f"{host}: {failures[host]}" for host in candidates)
-                raise HostsUnavailable(f"no host can start a kernel for {what} now: {detail}")
+                raise HostsUnavailable(
+                    f"Kernel '{what}' not started: no host is reachable. Try again in a "
+                    f"minute; if it persists, tell your admin. Hosts: {detail}",
+                    hosts={host: failures[host] for host in candidates},
+                )
             host = rank_hosts(
                 algorithm, eligible, counts=self.counts(), last_pick=self._last_pick, loads=loads
             )[0]

@@ -104,6 +104,16 @@ class SSHProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         Bool(True, help="Restart a kernel on the host it ran on (else place it anew)."),
         "KF_RESTART_ON_SAME_HOST",
     )
+    move_kernels_off_down_hosts = option(
+        Bool(
+            False,
+            help="When a kernel's host is unreachable at a restart (or when the kernel died "
+            "with its host), start it on another allowed host and tell the user on the "
+            "kernel's output that its state is gone. Default false: the restart answers 503 "
+            "naming the host, and the kernel stays listed until the host is back.",
+        ),
+        "KF_MOVE_KERNELS_OFF_DOWN_HOSTS",
+    )
     ssh_user = option(
         Unicode("", help="SSH login user (default: the gateway's user or ~/.ssh/config)."),
         "KF_SSH_USER",
@@ -216,12 +226,17 @@ class SSHProvisioner(KernelProvisionerBase):  # type: ignore[misc]
 
     # -- settings -----------------------------------------------------------------------
     @property
-    def spec_name(self) -> str:
+    def kernelspec_name(self) -> str:
         spec = self.kernel_spec
         name = getattr(spec, "name", "") if spec is not None else ""
         if not name and spec is not None and spec.resource_dir:
             name = os.path.basename(spec.resource_dir)
-        return f"kernelspec {name!r}" if name else "this kernelspec"
+        return str(name or "?")
+
+    @property
+    def spec_name(self) -> str:
+        name = self.kernelspec_name
+        return f"kernelspec {name!r}" if name != "?" else "this kernelspec"
 
     def target_for(self, host: str) -> SSHTarget:
         return SSHTarget(
@@ -371,24 +386,35 @@ class SSHProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         """Place the kernel: a restart goes back to its host while that host is up."""
 
         async def place(hosts: list[str]) -> tuple[str, HostLink, AgentClient]:
-            return await fleet.place(
+            host, link, agent = await fleet.place(
                 kernel_id=kid,
                 candidates=hosts,
                 algorithm=self.load_balancing_algorithm,
                 target_for=self.target_for,
-                what=self.spec_name,
+                what=self.kernelspec_name,
             )
+            # A stop of this id left for when the host is back must not hit the new kernel.
+            await link.settle_abort(kid, agent)
+            return host, link, agent
 
         previous = self.host
         if previous is None or not self.restart_on_same_host:
             return await place(candidates)
+        fleet.link(self.target_for(previous)).try_now()  # the user asked for this host
         try:
             return await place([previous])
         except HostsUnavailable as exc:
+            cause = exc.hosts.get(previous, exc.message)
             others = [h for h in candidates if h != previous]
-            if not others:
-                raise
-            log.warning("kernel %s: restarting elsewhere, its host is down: %s", kid, exc.message)
+            if not (self.move_kernels_off_down_hosts and others):
+                raise HostsUnavailable(
+                    f"Kernel '{self.kernelspec_name}' not restarted: its host {previous} is "
+                    "unreachable. Restart it again once the host is back. "
+                    f"({cause})",
+                    hosts=exc.hosts,
+                    reason="Kernel Host Unreachable",
+                ) from None
+            log.warning("kernel %s: restarting elsewhere, its host is down: %s", kid, cause)
             return await place(others)
 
     def _launch_error(self, host: str, exc: BaseException) -> BaseException:

@@ -99,6 +99,11 @@ class HostLink:
             return True
         return (time.monotonic() if now is None else now) >= self.retry_at
 
+    def try_now(self) -> None:
+        """Let the next placement try this host at once, backoff or not: for a request that
+        can only go to this host (a restart in place), once per request, not per kernel."""
+        self.retry_at = min(self.retry_at, time.monotonic())
+
     def down_reason(self, now: float | None = None) -> str:
         wait = self.retry_at - (time.monotonic() if now is None else now)
         return f"{self.reason} (down; next attempt in {max(wait, 0):.0f} s)"
@@ -198,9 +203,19 @@ class HostLink:
 
     async def _abort_orphans(self, agent: AgentClient) -> None:
         for kid in list(self.orphans):
+            if kid not in self.orphans:
+                continue  # settled meanwhile by a launch of the same id (settle_abort)
             with contextlib.suppress(HostDown, AgentRequestError):
                 await agent.request("abort", kernel_id=kid)
                 self.orphans.discard(kid)
+
+    async def settle_abort(self, kernel_id: str, agent: AgentClient) -> None:
+        """Before *kernel_id* is launched here again (a restart once the host is back): stop
+        what an earlier run left, now, so the pending abort cannot hit the new kernel."""
+        if kernel_id in self.orphans:
+            self.orphans.discard(kernel_id)
+            with contextlib.suppress(AgentRequestError):
+                await agent.request("abort", kernel_id=kernel_id)
 
     def _on_event(self, message: dict[str, Any]) -> None:
         if message.get("event") == "exit":

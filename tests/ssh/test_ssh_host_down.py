@@ -141,10 +141,10 @@ async def test_lost_connection_to_a_live_host_keeps_its_kernels(
         await shutdown([km])
 
 
-async def test_restart_after_host_death_moves_the_kernel(
+async def test_restart_after_host_death_moves_the_kernel_when_the_admin_allows_it(
     testbed: Testbed, specs: Specs, killed_host: TestHost
 ) -> None:
-    specs.write("mv")
+    specs.write("mv", {"move_kernels_off_down_hosts": True})
     kms = [specs.manager("mv") for _ in testbed.hosts]
     try:
         for km in kms:  # round-robin: one kernel per host
@@ -158,5 +158,28 @@ async def test_restart_after_host_death_moves_the_kernel(
         assert victim.provisioner.host != killed_host.ip
         out, _ = await execute(victim, "import socket; print(socket.gethostname())")
         assert out.strip() == testbed.by_ip(victim.provisioner.host).name
+    finally:
+        await shutdown(kms)
+
+
+async def test_restart_after_host_death_stays_on_the_host_by_default(
+    testbed: Testbed, specs: Specs, killed_host: TestHost
+) -> None:
+    specs.write("stay", {"remote_hosts": [killed_host.ip, testbed.host(1).ip]})
+    kms = [specs.manager("stay") for _ in range(2)]
+    try:
+        for one in kms:  # round-robin, not pinned: one kernel per host
+            await one.start_kernel(env=kernel_env())
+        (km,) = [k for k in kms if k.provisioner.host == killed_host.ip]
+        testbed.kill_host(killed_host)
+        assert await seconds_until_dead(km, DEAD_WITHIN) < DEAD_WITHIN
+        with pytest.raises(HostsUnavailable) as err:
+            await km.restart_kernel(now=True)
+        assert killed_host.ip in err.value.message and "unreachable" in err.value.message
+        testbed.start_sshd(killed_host)
+        await km.restart_kernel(now=True)
+        assert km.provisioner.host == killed_host.ip
+        out, _ = await execute(km, "import socket; print(socket.gethostname())")
+        assert out.strip() == killed_host.name
     finally:
         await shutdown(kms)
