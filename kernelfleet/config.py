@@ -35,7 +35,8 @@ def option(trait: T, env: str, *aliases: str) -> T:
     names = (env, *aliases)
     trait.metadata["env"] = names
     shown = " or ".join(names)
-    help_text = (trait.help or "").rstrip()
+    # Help written as an indented triple-quoted string reads as one paragraph in --help.
+    help_text = " ".join((trait.help or "").split())
     trait.help = f"{help_text}\nEnvironment variable: {shown}."
     return trait.tag(config=True)
 

@@ -7,6 +7,7 @@ Subcommands are traitlets applications (``kernelfleet serve``, ``kernelfleet spe
 from __future__ import annotations
 
 import sys
+from textwrap import dedent
 
 from traitlets.config import Application
 
@@ -16,12 +17,13 @@ from kernelfleet import __version__
 class KernelFleetApp(Application):
     name = "kernelfleet"
     version = __version__
-    description = (
-        "kernelfleet: run Jupyter kernels on a fleet of hosts.\n\n"
-        "  kernelfleet serve          start the gateway\n"
-        "  kernelfleet spec …         install, list, remove and sync kernelspecs\n"
-        "  kernelfleet hosts check    check that every host can run the kernelspecs\n"
-    )
+    description = "kernelfleet: run Jupyter kernels on a fleet of hosts."
+    examples = dedent("""
+        kernelfleet serve --ip=0.0.0.0 --port=8888     # start the gateway
+        kernelfleet spec install ssh --help            # write a kernelspec for SSH hosts
+        kernelfleet spec list                          # the installed kernelspecs
+        kernelfleet hosts check                        # can every host run its kernelspecs?
+        """)
     subcommands = {
         "serve": ("kernelfleet.cli.serve.ServeApp", "Start the kernel gateway."),
         "spec": ("kernelfleet.cli.spec.SpecApp", "Manage kernelspecs for the fleet."),

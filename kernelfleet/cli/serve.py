@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import sys
+from textwrap import dedent
 from typing import Any
 
 from traitlets import Bool, Unicode, default
@@ -59,11 +60,11 @@ class ServeApp(Application):
     name = "kernelfleet-serve"
     version = __version__
     description = "Start the kernelfleet gateway (the Jupyter Kernel Gateway API)."
-    examples = """
-    kernelfleet serve --ip=0.0.0.0 --port=8888
-    kernelfleet serve --token=SECRET --KernelRegistry.max_kernels_per_user=3
-    kernelfleet serve --generate-config
-    """
+    examples = dedent("""
+        kernelfleet serve --ip=0.0.0.0 --port=8888
+        kernelfleet serve --token=SECRET --KernelRegistry.max_kernels_per_user=3
+        kernelfleet serve --generate-config
+        """)
 
     config_file = Unicode(
         "", help="Path of a config file to load (default: <config dir>/kernelfleet_config.py)."

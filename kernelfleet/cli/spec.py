@@ -13,6 +13,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from textwrap import dedent
 from typing import Any, NoReturn
 
 from traitlets import Bool, CaselessStrEnum, Float, Unicode, default
@@ -372,11 +373,11 @@ def _finish_install_app(cls: type[InstallBase]) -> type[InstallBase]:
 class SSHInstallApp(InstallBase):
     name = "kernelfleet spec install ssh"
     description = "Install a kernelspec whose kernels run on SSH hosts (kernelfleet-ssh)."
-    examples = """
-    kernelfleet spec install ssh --remote-hosts=host1 --remote-hosts=host2 --user
-    kernelfleet spec install ssh --spark --spark-master=spark://master:7077 --remote-hosts=h1,h2
-    kernelfleet spec install ssh --language=r --kernel-name=ssh_r --dry-run
-    """
+    examples = dedent("""
+        kernelfleet spec install ssh --remote-hosts=host1 --remote-hosts=host2 --user
+        kernelfleet spec install ssh --spark --spark-master=spark://master:7077 --remote-hosts=h1,h2
+        kernelfleet spec install ssh --language=r --kernel-name=ssh_r --dry-run
+        """)
     kind = "ssh"
     remote_hosts = option(
         TList(
@@ -414,9 +415,9 @@ class SSHInstallApp(InstallBase):
 class LocalInstallApp(InstallBase):
     name = "kernelfleet spec install local"
     description = "Install a kernelspec whose kernels run on the gateway's machine."
-    examples = """
-    kernelfleet spec install local --spark --spark-master=local[2] --user
-    """
+    examples = dedent("""
+        kernelfleet spec install local --spark --spark-master=local[2] --user
+        """)
     kind = "local"
 
 
@@ -485,10 +486,10 @@ class SyncApp(FleetCommand):
     changed files travel, each spec is swapped in atomically, a failing host does not stop the
     others. Exit status 1 unless every host succeeded. Default: every kernelfleet-ssh spec,
     each to its own remote_hosts."""
-    examples = """
-    kernelfleet spec sync
-    kernelfleet spec sync ssh_python_spark --hosts=host1,host2
-    """
+    examples = dedent("""
+        kernelfleet spec sync
+        kernelfleet spec sync ssh_python_spark --hosts=host1,host2
+        """)
     aliases = {"hosts": "SyncApp.hosts", "prefix": "SyncApp.prefix"}
     flags = {"json": ({"SyncApp": {"json_output": True}}, "Print JSON instead of a table.")}
 

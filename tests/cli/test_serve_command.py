@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -176,3 +177,56 @@ def test_a_generated_token_is_printed_and_required(tmp_path: Path) -> None:
         for stream in (proc.stdout, proc.stderr):
             if stream:
                 stream.close()
+
+
+def test_help_lists_each_command_on_its_own_line_and_reads_without_stray_indents(
+    tmp_path: Path,
+) -> None:
+    top = subprocess.run(
+        [*KF, "--help"], capture_output=True, text=True, env=_env(tmp_path), check=True
+    ).stdout
+    lines = top.splitlines()
+    for command in ("serve", "spec", "hosts"):
+        assert command in lines, top
+    assert "kernelfleet hosts check" in top
+    serve = subprocess.run(
+        [*KF, "serve", "--help"], capture_output=True, text=True, env=_env(tmp_path), check=True
+    ).stdout
+    # option help is indented by 4; nothing (help text or examples) by more
+    deep = [line for line in serve.splitlines() if line.startswith(" " * 5)]
+    assert not deep, deep
+    assert "    kernelfleet serve --generate-config" in serve.splitlines()
+
+
+def _serve_log(tmp_path: Path, *args: str) -> str:
+    """The log of a gateway that starts, answers one request and is stopped."""
+    port = _free_port()
+    proc = subprocess.Popen(
+        [*KF, "serve", "--port", str(port), "--token=t", *args],
+        env=_env(tmp_path),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait_up(port, proc)
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{port}/api", headers={"Authorization": "token t"}
+        )
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            assert resp.status == 200
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    return err
+
+
+def test_log_lines_carry_level_and_time_and_log_level_is_honoured(tmp_path: Path) -> None:
+    info = _serve_log(tmp_path)
+    listening = [line for line in info.splitlines() if "listening on" in line]
+    assert listening and re.match(r"^\[I \d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} ", listening[0])
+    assert "was not recognized" not in info  # the old 'log_level' warning
+    quiet = _serve_log(tmp_path, "--log-level=WARN")
+    assert "listening on" not in quiet
+    debug = _serve_log(tmp_path, "--debug")
+    assert re.search(r"^\[D ", debug, re.MULTILINE), debug

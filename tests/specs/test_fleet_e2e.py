@@ -142,6 +142,16 @@ def test_sync_copies_then_skips_unchanged_and_check_is_green(fleet: Fleet) -> No
     assert table.returncode == 0 and f"3 of 3 hosts ready for {SPEC}" in table.stdout
 
 
+def test_check_without_options_checks_every_ssh_spec_on_its_hosts(fleet: Fleet) -> None:
+    res = fleet.kf("hosts", "check", "--json")
+    data = json.loads(res.stdout)
+    assert data["ready"] == (res.returncode == 0), res.stderr
+    (entry,) = [e for e in data["specs"] if e["spec"] == SPEC]
+    assert sorted(h["host"] for h in entry["hosts"]) == sorted(fleet.ips)
+    text = fleet.kf("hosts", "check").stdout
+    assert f"== {SPEC} ==" in text and f"hosts ready for {SPEC}" in text
+
+
 def test_sync_sends_only_changed_files(fleet: Fleet) -> None:
     res = fleet.kf(
         "spec",
