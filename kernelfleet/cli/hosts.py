@@ -18,7 +18,8 @@ from typing import Any
 
 from traitlets import Float, Unicode
 
-from kernelfleet.cli.spec import FleetCommand, KernelfleetCommand, ssh_provisioner, table
+from kernelfleet.cli.base import KernelfleetCommand, table
+from kernelfleet.cli.spec import FleetCommand, ssh_provisioner
 from kernelfleet.config import option
 from kernelfleet.errors import PublicError
 from kernelfleet.specs import hostcheck, installer

@@ -8,86 +8,19 @@ Every option is also a config entry and a ``KF_SPEC_*`` environment variable (se
 from __future__ import annotations
 
 import asyncio
-import copy
 import json
 import os
 import sys
-from collections.abc import Sequence
 from textwrap import dedent
-from typing import Any, NoReturn
+from typing import Any
 
 from traitlets import Bool, CaselessStrEnum, Float, Unicode, default
 from traitlets import List as TList
-from traitlets.config import Application
 
-from kernelfleet import __version__
-from kernelfleet.config import EnvError, config_from_env, option
+from kernelfleet.cli.base import KernelfleetCommand, split_list, table
+from kernelfleet.config import option
 from kernelfleet.errors import PublicError
 from kernelfleet.specs import builders, installer
-
-
-def config_dir() -> str:
-    """The directory of ``kernelfleet_config.py`` (the one ``kernelfleet serve`` reads)."""
-    return os.environ.get("KF_CONFIG_DIR") or os.path.join(os.path.expanduser("~"), ".kernelfleet")
-
-
-def split_list(values: Sequence[str]) -> tuple[str, ...]:
-    """Repeatable list options also accept comma lists: ``--remote-hosts a,b --remote-hosts c``."""
-    out: list[str] = []
-    for value in values:
-        out.extend(part.strip() for part in str(value).split(",") if part.strip())
-    return tuple(out)
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [len(h) for h in headers]
-    for row in rows:
-        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
-    for row in rows:
-        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-    return "\n".join(lines)
-
-
-class KernelfleetCommand(Application):
-    """A subcommand: environment read once at init (below the command line), errors printed
-    as one line naming what to fix, exit codes 0 (ok), 1 (failed), 2 (bad usage)."""
-
-    version = __version__
-
-    @property
-    def option_classes(self) -> list[type[Any]]:
-        return [type(self)]
-
-    def initialize(self, argv: Any = None) -> None:
-        """Defaults < ``KF_*`` environment < config file < command line, as for ``serve``."""
-        self.parse_command_line(argv)
-        if self.subapp is not None:
-            return
-        cli_config = copy.deepcopy(self.config)
-        try:
-            self.update_config(config_from_env(self.option_classes))
-        except EnvError as exc:
-            self.fail(str(exc), code=2)
-        path = os.path.join(config_dir(), "kernelfleet_config.py")
-        if os.path.isfile(path):  # e.g. the gateway's c.SSHProvisioner.* settings
-            self.load_config_file(os.path.basename(path), os.path.dirname(path))
-        self.update_config(cli_config)
-
-    def fail(self, message: str, code: int = 1) -> NoReturn:
-        print(f"{self.name}: error: {message}", file=sys.stderr)
-        self.exit(code)
-        raise SystemExit(code)  # pragma: no cover - exit() raises
-
-    def fail_public(self, exc: PublicError) -> NoReturn:
-        self.fail(exc.message, code=2 if exc.status == 400 else 1)
-
-    def start(self) -> None:
-        if self.subapp is not None:
-            self.subapp.start()
-            return
-        self.print_help()
-        self.exit(2)
 
 
 class SpecDirsCommand(KernelfleetCommand):
@@ -158,6 +91,7 @@ class FleetCommand(SpecDirsCommand):
 
 class InstallBase(KernelfleetCommand):
     kind = "ssh"
+    takes_arguments = False
 
     kernel_name = option(
         Unicode("", help="Name of the kernelspec. Default: <ssh|local>_<language>[_spark]."),

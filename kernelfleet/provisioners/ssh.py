@@ -267,8 +267,8 @@ class SSHProvisioner(KernelProvisionerBase):  # type: ignore[misc]
             )
         if not hosts:
             raise HostsUnavailable(
-                f"no remote hosts are configured for {self.spec_name}: set remote_hosts in its "
-                "kernel_provisioner config or KF_REMOTE_HOSTS"
+                f"Kernel '{self.kernelspec_name}' not started: its kernelspec names no host. "
+                "An admin sets remote_hosts in its kernel_provisioner config or KF_REMOTE_HOSTS."
             )
         return hosts
 
@@ -418,17 +418,18 @@ class SSHProvisioner(KernelProvisionerBase):  # type: ignore[misc]
             return await place(others)
 
     def _launch_error(self, host: str, exc: BaseException) -> BaseException:
-        kid = self.kernel_id
+        what = f"Kernel '{self.kernelspec_name}' not started on host {host}"
         if isinstance(exc, asyncio.CancelledError):
             return exc
         if isinstance(exc, TimeoutError):
             return LaunchTimeout(
-                f"kernel {kid} did not start on host {host} within {self.launch_timeout:g} s"
+                f"{what}: it did not listen within {self.launch_timeout:g} s. Its log may say "
+                "why; raise the kernelspec's launch_timeout if it is just slow."
             )
         if isinstance(exc, HostDown):
-            return LaunchFailed(f"kernel {kid} could not start on host {host}: {exc.reason}")
+            return LaunchFailed(f"{what}: the host was lost ({exc.reason}). Try again.")
         if isinstance(exc, AgentRequestError):
-            text = f"kernel {kid} could not start on host {host}: {exc.message}"
+            text = f"{what}: {exc.message}"
             if exc.kind == "forbidden":
                 return Forbidden(text)
             if exc.kind == "timeout":

@@ -126,6 +126,23 @@ def test_bad_option_is_a_usage_error(prefix: Path, capsys: pytest.CaptureFixture
     assert cli(SSHInstallApp, [f"--prefix={prefix}", "--user", "--sys-prefix"]) == 2
 
 
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        (["--spark_opts=--conf a=b"], "--spark_opts"),
+        (["--SSHInstallApp.spark_opts=x"], "extra_spark_opts"),
+        (["--NoSuchClass.opt=1"], "--NoSuchClass"),
+        (["--spark-opts=--conf a=b"], "--spark-opts"),
+    ],
+)
+def test_an_unknown_option_is_a_usage_error_that_names_it(
+    prefix: Path, capsys: pytest.CaptureFixture[str], argv: list[str], named: str
+) -> None:
+    assert cli(SSHInstallApp, [f"--prefix={prefix}", "--remote-hosts=h1", *argv]) == 2
+    assert named in capsys.readouterr().err
+    assert not (prefix / "share").exists()
+
+
 def test_replace_restores_the_old_spec_when_the_swap_fails(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
