@@ -120,11 +120,24 @@ class KernelPool(LoggingConfigurable):
         return int(self.pool_sizes.get(entry.name, 0))
 
     async def start(self) -> None:
-        """Adopt pooled kernels that survived a restart, then fill every pool."""
-        for record in self.registry.records.values():
-            if record.pooled and record.lifecycle is Lifecycle.RUNNING:
-                self.members.setdefault(record.name, []).append(record)
-        for name, entry in (await self.registry.catalog.all()).items():
+        """Adopt pooled kernels that survived a restart, up to each pool's size now (a pool
+        no longer configured, or made smaller, has its extra kernels stopped: a warm kernel
+        is never handed out by a gateway that does not offer a pool), then fill every pool."""
+        entries = await self.registry.catalog.all()
+        for record in list(self.registry.records.values()):
+            if not record.pooled:
+                continue
+            entry = entries.get(record.name)
+            size = await self.size_of(entry) if entry is not None else 0
+            members = self.members.setdefault(record.name, [])
+            if record.lifecycle is Lifecycle.RUNNING and len(members) < size:
+                members.append(record)
+            else:
+                self.log.info(
+                    "stopping warm kernel %s: its pool (%s) is full or gone", record.id, record.name
+                )
+                await self.registry.destroy(record)
+        for name, entry in entries.items():
             if await self.size_of(entry) > 0:
                 self.refill(name)
 

@@ -29,6 +29,7 @@ from traitlets.config import LoggingConfigurable
 from kernelfleet.config import option
 from kernelfleet.errors import (
     Conflict,
+    Forbidden,
     HostsUnavailable,
     LaunchFailed,
     LaunchTimeout,
@@ -304,6 +305,13 @@ class KernelRegistry(LoggingConfigurable):
         pol.check_user_allowed(owner, name, entry.policy, gw)
         timeout = pol.launch_timeout(req_env, entry.policy, gw)
         if "KERNEL_ID" in req_env:
+            if not identity.admin:
+                # Else "already exists" would tell a user that someone else's kernel id lives.
+                raise Forbidden(
+                    "KERNEL_ID is for admins only (a notebook server's shared token); leave it "
+                    "out and the gateway picks the kernel's id.",
+                    reason="Kernel Id Not Allowed",
+                )
             kernel_id = pol.check_kernel_id(req_env["KERNEL_ID"])
             store = self.persist.store
             if kernel_id in self.records or (store is not None and await store.get(kernel_id)):

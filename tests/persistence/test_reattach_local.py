@@ -155,3 +155,28 @@ async def test_secrets_are_encrypted_at_rest(gw_env: dict[str, str]) -> None:
         assert oct(Path(gw_env["KF_SECRET_KEY_FILE"]).stat().st_mode & 0o777) == "0o600"
     finally:
         gw.stop()
+
+
+async def test_warm_kernels_left_running_are_stopped_when_the_pool_is_gone(
+    gw_env: dict[str, str],
+) -> None:
+    first = GatewayProcess({**gw_env, "KF_POOL_SIZES": '{"python3": 2}'}, "--leave-kernels-running")
+    try:
+        async with asyncio.timeout(90):  # the pool fills in the background
+            while True:
+                pooled = await first.client.call("GET", "/api/kernels")
+                if len([k for k in pooled if k["execution_state"] == "idle"]) == 2:
+                    break
+                await asyncio.sleep(0.2)
+    finally:
+        assert first.stop() == 0
+    warm = {k["id"] for k in pooled}
+    assert all(kernel_pids(kid) for kid in warm)
+    second = GatewayProcess(gw_env)  # no pool configured any more
+    try:
+        model = await second.client.start_kernel()
+        assert model["id"] not in warm  # never a leftover warm kernel
+        assert [k["id"] for k in await second.client.call("GET", "/api/kernels")] == [model["id"]]
+        assert all(not kernel_pids(kid) for kid in warm), second.output()
+    finally:
+        assert second.stop() == 0, second.output()
