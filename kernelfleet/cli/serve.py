@@ -24,6 +24,7 @@ from kernelfleet.config import EnvError, config_from_env
 from kernelfleet.gateway.app import Gateway
 from kernelfleet.gateway.auth import Authenticator
 from kernelfleet.gateway.bridge import BridgeSettings
+from kernelfleet.gateway.limits import RequestLimits
 from kernelfleet.kernels.culler import Culler
 from kernelfleet.kernels.liveness import KernelMonitor
 from kernelfleet.kernels.pool import KernelPool
@@ -42,6 +43,7 @@ def configurable_classes() -> list[type[Configurable]]:
         Culler,
         KernelPool,
         BridgeSettings,
+        RequestLimits,
     ]
     try:
         from kernelfleet.provisioners.ssh import SSHProvisioner

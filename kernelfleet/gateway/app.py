@@ -28,6 +28,7 @@ from kernelfleet.gateway import rest
 from kernelfleet.gateway.auth import Authenticator
 from kernelfleet.gateway.base import CorsSettings, NotFoundHandler, Services
 from kernelfleet.gateway.bridge import BridgeSettings
+from kernelfleet.gateway.limits import RequestLimits
 from kernelfleet.gateway.websocket import KernelWebsocketHandler
 from kernelfleet.kernels.culler import Culler
 from kernelfleet.kernels.persistence import LOCAL_NAMES, Persister, provisioner_name
@@ -211,6 +212,7 @@ class Gateway(LoggingConfigurable):
         self.culler = Culler(self.registry, parent=self)
         self.pool = KernelPool(self.registry, parent=self)
         self.bridge = BridgeSettings(parent=self)
+        self.limits = RequestLimits(parent=self)
         self.sessions = SessionStore(self.registry)
         self.server: httpserver.HTTPServer | None = None
         self.bound_port: int | None = None
@@ -226,6 +228,7 @@ class Gateway(LoggingConfigurable):
             sessions=self.sessions,
             auth=self.auth,
             bridge=self.bridge,
+            limits=self.limits,
             base_url=base,
             cors=CorsSettings(
                 allow_origin=self.allow_origin,
@@ -296,7 +299,10 @@ class Gateway(LoggingConfigurable):
                 )
         app = self.make_app()
         self.server = httpserver.HTTPServer(
-            app, ssl_options=self._ssl_context(), xheaders=self.trust_xheaders
+            app,
+            ssl_options=self._ssl_context(),
+            xheaders=self.trust_xheaders,
+            **self.limits.server_options(),
         )
         sockets = self._bind()
         self.server.add_sockets(sockets)

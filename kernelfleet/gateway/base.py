@@ -10,11 +10,13 @@ from typing import TYPE_CHECKING, Any
 from tornado import web
 
 from kernelfleet.errors import BadRequest, NotFound, PublicError
+from kernelfleet.gateway.limits import HEADER_SLACK
 from kernelfleet.kernels.identity import Identity
 
 if TYPE_CHECKING:
     from kernelfleet.gateway.auth import Authenticator
     from kernelfleet.gateway.bridge import BridgeSettings
+    from kernelfleet.gateway.limits import RequestLimits
     from kernelfleet.kernels.registry import KernelRegistry
     from kernelfleet.kernels.sessions import SessionStore
     from kernelfleet.specs.catalog import KernelSpecCatalog
@@ -41,12 +43,29 @@ class Services:
     sessions: SessionStore
     auth: Authenticator
     bridge: BridgeSettings
+    limits: RequestLimits
     base_url: str = "/"
     cors: CorsSettings = field(default_factory=CorsSettings)
 
 
+class PayloadTooLarge(PublicError):
+    status = 413
+    reason = "Payload Too Large"
+
+
+class HeadersTooLarge(PublicError):
+    status = 431
+    reason = "Request Header Fields Too Large"
+
+
+@web.stream_request_body
 class BaseHandler(web.RequestHandler):
+    """Every handler authenticates and checks a request's size before reading its body (see
+    :mod:`kernelfleet.gateway.limits`); the body then arrives through :meth:`data_received`."""
+
     identity: Identity
+    _body: bytearray | None = None
+    _body_over = False
 
     @property
     def kf(self) -> Services:
@@ -67,11 +86,42 @@ class BaseHandler(web.RequestHandler):
                 self.set_header(header, value)
 
     def prepare(self) -> None:
+        limits = self.kf.limits
+        headers = self.request.headers
+        size = sum(len(k) + len(v) + 4 for k, v in headers.get_all())
+        if size > limits.max_header_bytes:
+            raise HeadersTooLarge(
+                f"Request headers are too large ({size // 1024} KiB, the limit is "
+                f"{limits.max_header_kb} KiB); send fewer or smaller headers."
+            )
         if self.request.method == "OPTIONS":
             return
-        self.identity = self.kf.auth.authenticate(
-            self.request.headers, self.get_query_argument("token", None)
-        )
+        self.identity = self.kf.auth.authenticate(headers, self.get_query_argument("token", None))
+        declared = headers.get("Content-Length")
+        if declared is not None:
+            if not declared.strip().isdigit():
+                raise BadRequest(
+                    f"Content-Length {declared[:40]!r} is not a byte count; send a valid one."
+                )
+            if int(declared) > limits.max_body_bytes:
+                raise PayloadTooLarge(
+                    f"The request body is too large ({int(declared) // 1024} KiB, the limit is "
+                    f"{limits.max_body_kb} KiB); API requests are a few KiB."
+                )
+        # A chunked body over the limit is dropped as it arrives (json_body answers 413); the
+        # server cuts off at four times the limit (a bare 400: it no longer reads at all).
+        self.request.connection.set_max_body_size(HEADER_SLACK * limits.max_body_bytes)  # type: ignore[union-attr]
+
+    def data_received(self, chunk: bytes) -> None:
+        # Raising here would close the connection unanswered: mark and drop instead.
+        body = self._body
+        if body is None:
+            body = self._body = bytearray()
+        if self._body_over or len(body) + len(chunk) > self.kf.limits.max_body_bytes:
+            self._body_over = True
+            body.clear()
+            return
+        body.extend(chunk)
 
     def options(self, *args: Any, **kwargs: Any) -> None:
         self.set_status(204)
@@ -79,13 +129,20 @@ class BaseHandler(web.RequestHandler):
 
     def json_body(self) -> dict[str, Any]:
         """The request body as a JSON object; ``Content-Type`` is not required."""
-        raw = self.request.body
-        if not raw or not raw.strip():
+        if self._body_over:
+            raise PayloadTooLarge(
+                f"The request body is larger than {self.kf.limits.max_body_kb} KiB; API "
+                "requests are a few KiB."
+            )
+        raw = bytes(self._body or b"")
+        if not raw.strip():
             return {}
         try:
             body = json.loads(raw)
         except ValueError as exc:
             raise BadRequest(f"The request body is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise BadRequest("The request body is nested too deeply; send plain JSON.") from None
         if not isinstance(body, dict):
             raise BadRequest("The request body must be a JSON object.")
         return body

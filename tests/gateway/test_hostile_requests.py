@@ -3,9 +3,13 @@ naming what to change, nothing learned about other users' kernels, the gateway s
 
 from __future__ import annotations
 
+import asyncio
+import json
 from pathlib import Path
+from typing import Any
 
-from tests.conftest import client_for, temp_gateway
+from kernelfleet.gateway.app import Gateway
+from tests.conftest import TOKEN, client_for, temp_gateway
 
 USERS = {
     "Authenticator": {
@@ -43,3 +47,89 @@ async def test_a_kernel_id_of_another_user_cannot_be_probed_by_a_start(
         assert status == 409 and unused in body["message"]
         await admin.shutdown_kernel(unused)
         await alice.shutdown_kernel(theirs)
+
+
+async def raw_request(port: int, head: str, body: bytes = b"", wait: float = 30) -> tuple[int, Any]:
+    """Send *head* (request line and headers, CRLF-joined by us) and *body* on a fresh socket;
+    return the status and the decoded JSON body of the answer (None if it is not JSON)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(head.replace("\n", "\r\n").encode() + b"\r\n\r\n" + body)
+        await writer.drain()
+        async with asyncio.timeout(wait):
+            data = await reader.read()  # the gateway closes after a refusal
+    finally:
+        writer.close()
+    status_line, _, rest = data.partition(b"\r\n")
+    _, _, payload = rest.partition(b"\r\n\r\n")
+    try:
+        value = json.loads(payload) if payload else None
+    except ValueError:
+        value = None
+    return int(status_line.split()[1]), value
+
+
+def _post_head(length: int | str, token: str | None = TOKEN, extra: str = "") -> str:
+    auth = f"\nAuthorization: token {token}" if token else ""
+    return (
+        f"POST /api/kernels HTTP/1.1\nHost: gw{auth}\nContent-Type: application/json"
+        f"\nContent-Length: {length}\nConnection: close{extra}"
+    )
+
+
+async def still_serves(gw: Gateway) -> None:
+    assert (await client_for(gw).call("GET", "/api"))["version"]
+
+
+async def test_a_huge_body_is_refused_before_it_is_read_with_or_without_a_token(
+    kernelspec_dir: Path,
+) -> None:
+    async with temp_gateway() as gw:
+        # 100 MiB declared, not a byte of it sent: the answer comes anyway
+        status, body = await raw_request(gw.bound_port, _post_head(100 << 20, token=None))
+        assert status == 401 and body["reason"] == "Unauthorized"
+        status, body = await raw_request(gw.bound_port, _post_head(100 << 20))
+        assert status == 413 and "1024 KiB" in body["message"]
+        status, body = await raw_request(gw.bound_port, _post_head("12abc"))
+        assert status == 400 and "Content-Length" in body["message"]
+        await still_serves(gw)
+
+
+async def test_a_chunked_body_past_the_limit_is_refused(kernelspec_dir: Path) -> None:
+    async with temp_gateway(RequestLimits={"max_body_kb": 4}) as gw:
+        head = (
+            f"POST /api/kernels HTTP/1.1\nHost: gw\nAuthorization: token {TOKEN}"
+            "\nTransfer-Encoding: chunked\nConnection: close"
+        )
+        chunk = b"x" * 2048
+        body = b"".join(b"800\r\n" + chunk + b"\r\n" for _ in range(4)) + b"0\r\n\r\n"
+        status, answer = await raw_request(gw.bound_port, head, body)
+        assert status == 413 and "4 KiB" in answer["message"]
+        await still_serves(gw)
+
+
+async def test_oversized_headers_get_a_json_431(kernelspec_dir: Path) -> None:
+    async with temp_gateway() as gw:
+        filler = "".join(f"\nX-Filler-{i}: {'a' * 1000}" for i in range(80))
+        status, body = await raw_request(gw.bound_port, f"GET /api HTTP/1.1\nHost: gw{filler}")
+        assert status == 431 and "64 KiB" in body["message"]
+        await still_serves(gw)
+
+
+async def test_a_client_that_never_finishes_its_headers_is_dropped(kernelspec_dir: Path) -> None:
+    async with temp_gateway(RequestLimits={"header_timeout": 1.0}) as gw:
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.bound_port)
+        writer.write(b"GET /api HTTP/1.1\r\nHost: gw\r\nX-Slow: ")
+        await writer.drain()
+        async with asyncio.timeout(30):  # closed by the gateway after ~1 s, not an hour
+            assert await reader.read() == b""
+        writer.close()
+        await still_serves(gw)
+
+
+async def test_json_nested_too_deep_is_a_400(kernelspec_dir: Path) -> None:
+    async with temp_gateway() as gw:
+        deep = ("[" * 100_000 + "]" * 100_000).encode()
+        status, body = await raw_request(gw.bound_port, _post_head(len(deep)), deep)
+        assert status == 400 and "nested" in body["message"]
+        await still_serves(gw)
