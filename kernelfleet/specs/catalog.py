@@ -63,6 +63,8 @@ def _scan_resources(resource_dir: str) -> tuple[str, ...]:
 
 
 def _contained_file(directory: str, path: str) -> str | None:
+    if "\x00" in path:
+        return None  # no file name holds a NUL (os.path would raise)
     root = os.path.realpath(directory)
     full = os.path.realpath(os.path.join(root, path))
     if full.startswith(root + os.sep) and os.path.isfile(full):
@@ -159,7 +161,7 @@ class KernelSpecCatalog(LoggingConfigurable):
         entry = await self.get(name)
         full = await asyncio.to_thread(_contained_file, entry.resource_dir, path)
         if full is None:
-            raise NotFound(f"Kernelspec '{name}' has no resource '{path}'.")
+            raise NotFound(f"Kernelspec '{name}' has no resource {path[:200]!r}.")
         return full
 
     def kernel_spec_manager_for_launch(self) -> KernelSpecManager:

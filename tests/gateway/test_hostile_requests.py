@@ -133,3 +133,12 @@ async def test_json_nested_too_deep_is_a_400(kernelspec_dir: Path) -> None:
         status, body = await raw_request(gw.bound_port, _post_head(len(deep)), deep)
         assert status == 400 and "nested" in body["message"]
         await still_serves(gw)
+
+
+async def test_a_nul_in_a_kernelspec_resource_path_is_a_json_404(kernelspec_dir: Path) -> None:
+    async with temp_gateway() as gw:
+        c = client_for(gw)
+        for path in ("/kernelspecs/python3/logo%00.png", "/kernelspecs/python3/%00"):
+            status, body = await c.request("GET", path)
+            assert status == 404 and body["reason"], (path, body)
+        await still_serves(gw)
