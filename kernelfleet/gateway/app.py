@@ -251,7 +251,6 @@ class Gateway(LoggingConfigurable):
             default_handler_class=NotFoundHandler,
             websocket_ping_interval=ping,
             websocket_ping_timeout=ping,
-            websocket_max_message_size=256 * 1024 * 1024,
             log_function=_log_request,
         )
 

@@ -6,16 +6,35 @@ Accepted credentials (contract.md, "Headers and auth"):
 - HTTP Basic ``user:<t>`` (jupyter_server replaces the token header with Basic when
   ``JUPYTER_GATEWAY_HTTP_USER``/``_PWD`` are set): the password is the token.
 
-A token is either the shared ``token`` or one of ``user_tokens`` (token → user). The shared token
-is the credential of a trusted notebook server acting for its users: by default it is an admin
-(it may name the kernel's user with ``KERNEL_USERNAME``). Behind an authenticating proxy that
-holds the shared token, ``trusted_user_header`` names the header carrying the real user.
+A token is either the shared ``token`` or one of ``user_tokens`` (token → user).
+
+Who may name an identity — the one rule:
+- The shared token, when it is an admin (``shared_token_is_admin``, the default), is a trusted
+  notebook server acting for its users. It may name the user: the request acts as the HTTP
+  Basic user name if one is sent (else as ``shared_token_user``) and stays an admin, and it
+  may name a kernel's owner with ``KERNEL_USERNAME``.
+- Behind an authenticating proxy that holds the shared token, the ``trusted_user_header`` of a
+  request carrying the shared token names the user (it wins over a Basic user name).
+- No other credential names anyone. A non-admin shared token is one ordinary user,
+  ``shared_token_user``; a per-user token is its user. A Basic user name sent with either is
+  ignored (jupyter_server sends one whenever ``JUPYTER_GATEWAY_HTTP_USER`` is set, and copies
+  it to ``KERNEL_USERNAME``, which must then be the caller's own name, else 403).
+
+Admins: the admin shared token, and the users in ``admin_users`` authenticated as themselves,
+by their per-user token or the trusted header. A name given through Basic, ``KERNEL_USERNAME``
+or ``shared_token_user`` never makes a caller an admin, so a non-admin shared token cannot
+become one.
+
+Valid names: a user name a client presents must pass
+:func:`kernelfleet.kernels.policy.check_user_name`, else the request is answered 400: the Basic
+user name of an authenticated request, even where it is ignored; the trusted header, where it is
+honoured; ``KERNEL_USERNAME``, unless it is the caller's own name. Invalid credentials are a 401
+first.
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
 import hmac
 import secrets
 from collections.abc import Mapping
@@ -27,6 +46,7 @@ from traitlets.config import LoggingConfigurable
 from kernelfleet.config import option
 from kernelfleet.errors import Unauthorized
 from kernelfleet.kernels.identity import Identity
+from kernelfleet.kernels.policy import check_user_name
 
 ANONYMOUS = "anonymous"
 
@@ -65,23 +85,27 @@ class Authenticator(LoggingConfigurable):
         TSet(
             Unicode(),
             help="""Users who see and act on every kernel and may start kernels for others
-            (comma list). Default: none.""",
+            (comma list), when authenticated as themselves: by their own user_tokens entry or
+            the trusted_user_header. Default: none.""",
         ),
         "KF_ADMIN_USERS",
     )
     shared_token_user = option(
         Unicode(
             "gateway",
-            help="""The user name of requests authenticated with the shared token (when no
-            trusted header or Basic user names someone). Default: gateway.""",
+            help="""The user name of requests authenticated with the shared token, when no
+            trusted header names the user and (admin shared token only) no HTTP Basic user
+            name does. Default: gateway.""",
         ),
         "KF_SHARED_TOKEN_USER",
     )
     shared_token_is_admin = option(
         Bool(
             True,
-            help="""Whether the shared token acts as an admin: it may then set KERNEL_USERNAME
-            to any user, as a notebook server or hub does for its users. Default: true.""",
+            help="""Whether the shared token acts as an admin: it may then name the user, with
+            KERNEL_USERNAME and the HTTP Basic user name, as a notebook server or hub does for
+            its users. When false it is one ordinary user (shared_token_user), never an
+            admin, whatever name comes with it. Default: true.""",
         ),
         "KF_SHARED_TOKEN_IS_ADMIN",
     )
@@ -115,16 +139,30 @@ class Authenticator(LoggingConfigurable):
                 "--gateway-url: set JUPYTER_GATEWAY_AUTH_TOKEN).",
             )
         if self.token and hmac.compare_digest(presented.encode(), self.token.encode()):
-            user = basic_user or self.shared_token_user
-            if self.trusted_user_header:
-                forwarded = headers.get(self.trusted_user_header, "").strip()
-                if forwarded:
-                    return Identity(forwarded, admin=forwarded in self.admin_users)
-            return Identity(user, admin=self.shared_token_is_admin or user in self.admin_users)
+            _check_basic_user(basic_user)
+            return self._shared_token_identity(headers, basic_user)
         for token, user in self.user_tokens.items():
             if hmac.compare_digest(presented.encode(), token.encode()):
+                _check_basic_user(basic_user)
                 return Identity(user, admin=user in self.admin_users)
         raise Unauthorized("The token is not valid for this gateway.")
+
+    def _shared_token_identity(
+        self, headers: Mapping[str, str], basic_user: str | None
+    ) -> Identity:
+        if self.trusted_user_header:
+            forwarded = headers.get(self.trusted_user_header, "").strip()
+            if forwarded:
+                check_user_name(forwarded, f"{self.trusted_user_header} header")
+                return Identity(forwarded, admin=forwarded in self.admin_users)
+        if self.shared_token_is_admin:
+            return Identity(basic_user or self.shared_token_user, admin=True)
+        return Identity(self.shared_token_user, admin=False)
+
+
+def _check_basic_user(name: str | None) -> None:
+    if name is not None:
+        check_user_name(name, "HTTP Basic user name")
 
 
 def _credentials(header: str) -> tuple[str, str | None]:
@@ -134,7 +172,7 @@ def _credentials(header: str) -> tuple[str, str | None]:
     if scheme.lower() == "basic":
         try:
             decoded = base64.b64decode(value, validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
+        except ValueError:  # not base64 (binascii.Error), not ASCII, not UTF-8
             return "", None
         user, sep, password = decoded.partition(":")
         return (password, user or None) if sep else ("", None)

@@ -90,6 +90,18 @@ class BridgeSettings(LoggingConfigurable):
         ),
         "KF_WS_MAX_PENDING_MB",
     )
+    max_message_mb = option(
+        Float(
+            10.0,
+            min=0.001,
+            help="""Largest websocket message, in megabytes (MiB), a client may send; a larger
+            one closes that client's websocket (code 1009, "message too big"). It bounds the
+            memory one client frame can take; a message carrying a widget's binary buffers,
+            such as a file upload, must fit in it. jupyter_server itself accepts 10 MiB from a
+            browser. Default: 10.""",
+        ),
+        "KF_WS_MAX_MESSAGE_MB",
+    )
 
 
 class KernelConnection:
@@ -114,6 +126,7 @@ class KernelConnection:
         self._sockets: dict[str, zmq.asyncio.Socket] = {}
         self._readers: list[asyncio.Task[None]] = []
         self._warned_buffers = False
+        self._dropped: dict[str, int] = {}  # WireError reason -> client frames dropped
         self.on_gone: Callable[[], None] | None = None
         self.closed = False
 
@@ -151,6 +164,13 @@ class KernelConnection:
         if self.closed:
             return
         self.closed = True
+        if sum(self._dropped.values()) > len(self._dropped):
+            log.info(
+                "kernel %s: %d invalid client frames were dropped on this connection: %s",
+                self.record.id,
+                sum(self._dropped.values()),
+                "; ".join(f"{n} x {reason}" for reason, n in self._dropped.items()),
+            )
         self._close_sockets()
         self.channels.detach(self)
         self.record.connections = self.channels.connection_count
@@ -199,11 +219,24 @@ class KernelConnection:
                 log.exception("kernel %s: %s message not delivered", self.record.id, channel)
 
     async def handle_incoming(self, data: str | bytes) -> None:
-        """Forward one client frame to the kernel; a bad frame is logged and dropped."""
+        """Forward one client frame to the kernel.
+
+        An invalid frame is dropped; the first of each kind (:attr:`WireError.reason`) is
+        logged, so a hostile client cannot flood the log, and the counts go in one line when
+        the connection closes.
+        """
         try:
             channel, parts = parse_client_frame(data, self.protocol)
         except WireError as exc:
-            log.warning("kernel %s: dropping client frame: %s", self.record.id, exc)
+            seen = self._dropped.get(exc.reason, 0)
+            self._dropped[exc.reason] = seen + 1
+            if not seen:
+                log.warning(
+                    "kernel %s: dropping client frame: %s (further frames dropped for this "
+                    "reason on this connection are only counted)",
+                    self.record.id,
+                    exc,
+                )
             return
         sock = self._sockets.get(channel)
         if sock is None:

@@ -3,7 +3,8 @@
 Authentication and the ownership check happen before the upgrade (a refused client gets a JSON
 401/404, not a dropped socket). Upgrades without an ``Origin`` header (jupyter_server's gateway
 client sends none) are accepted. ``TCP_NODELAY`` is set on open: without it every burst of
-small messages waits ~40 ms for Nagle and delayed ACKs.
+small messages waits ~40 ms for Nagle and delayed ACKs. A client message may not exceed
+``max_message_mb``; an invalid one is dropped (:meth:`KernelConnection.handle_incoming`).
 """
 
 from __future__ import annotations
@@ -46,6 +47,12 @@ class KernelWebsocketHandler(websocket.WebSocketHandler, BaseHandler):
         if allowed == "*" or (allowed and origin == allowed):
             return True
         return super().check_origin(origin)
+
+    @property
+    def max_message_size(self) -> int:
+        """Bytes a client message may have (``BridgeSettings.max_message_mb``); tornado closes
+        the websocket on a larger one before reading it."""
+        return int(self.kf.bridge.max_message_mb * 1024 * 1024)
 
     def select_subprotocol(self, subprotocols: list[str]) -> str | None:
         return pick_subprotocol(subprotocols, self.kf.bridge)

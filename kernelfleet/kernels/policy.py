@@ -20,6 +20,9 @@ from kernelfleet.errors import BadRequest, Forbidden, LimitReached
 MAX_ENV_VALUE_BYTES = 128 * 1024
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _KERNELSPEC_NAME = re.compile(r"^[\w.\-%]+$")
+#: The one rule for a user name a client presents (``KERNEL_USERNAME``, an HTTP Basic user
+#: name, a trusted proxy header): it becomes a kernel's owner, a log field, an env value.
+USER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@\-]{0,63}")
 
 
 @dataclass(frozen=True)
@@ -191,19 +194,34 @@ def kernel_env(
     return env
 
 
+def check_user_name(name: str, source: str) -> str:
+    """Return *name* if it is a valid user name, else :class:`BadRequest` naming *source*.
+
+    Valid: 1 to 64 of ``A-Z a-z 0-9 _ . @ -``, not starting with ``.``, ``@`` or ``-``. Names
+    from the gateway's own configuration (``user_tokens``, ``shared_token_user``) are trusted.
+    """
+    if USER_NAME.fullmatch(name):
+        return name
+    shown = ascii(name[:64])
+    if len(shown) > 22:
+        shown = shown[:21] + "…"
+    raise BadRequest(
+        f"{source} {shown} is not a valid user name: use up to 64 letters, digits, _ . @ -"
+    )
+
+
 def resolve_owner(identity_user: str, is_admin: bool, request_env: Mapping[str, str]) -> str:
     """The user a kernel belongs to: the identity, or ``KERNEL_USERNAME`` when permitted.
 
     ``KERNEL_USERNAME`` is a claim from the client: it is accepted when it names the
     authenticated user, or when an admin (e.g. a notebook server acting for its users with the
-    shared token) makes it.
+    shared token) makes it. Any other name must pass :func:`check_user_name`.
     """
     claimed = request_env.get("KERNEL_USERNAME")
     if not claimed or claimed == identity_user:
         return identity_user
+    check_user_name(claimed, "KERNEL_USERNAME")
     if is_admin:
-        if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.@\-]{0,63}", claimed):
-            raise BadRequest(f"KERNEL_USERNAME {claimed!r} is not a valid user name.")
         return claimed
     raise Forbidden(
         f"KERNEL_USERNAME '{claimed}' does not match the authenticated user "

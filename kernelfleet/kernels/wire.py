@@ -9,6 +9,7 @@ message id and type (and, for ``status`` messages, the content, to track ``execu
 
 from __future__ import annotations
 
+import itertools
 import json
 import struct
 import uuid
@@ -16,11 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jupyter_client.session import Session
-from jupyter_server.services.kernels.connection.base import (
-    deserialize_binary_message,
-    deserialize_msg_from_ws_v1,
-    serialize_msg_to_ws_v1,
-)
+from jupyter_server.services.kernels.connection.base import serialize_msg_to_ws_v1
 
 from kernelfleet.kernels.record import format_timestamp, utcnow
 
@@ -30,7 +27,16 @@ CHANNELS = frozenset({"shell", "control", "stdin", "iopub"})
 
 
 class WireError(ValueError):
-    """A frame that is not a valid Jupyter message (logged and dropped, never fatal)."""
+    """A frame that is not a valid Jupyter message (logged and dropped, never fatal).
+
+    :attr:`reason` is a fixed phrase naming the kind of fault (a caller may log each kind once);
+    *detail*, if any, is the variable part, cut to a short length.
+    """
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        self.reason = reason
+        self.detail = detail if len(detail) <= 120 else detail[:120] + "…"
+        super().__init__(f"{reason}: {self.detail}" if self.detail else reason)
 
 
 @dataclass(eq=False)
@@ -149,7 +155,7 @@ def parse_kernel_message(session: Session, channel: str, frames: list[bytes]) ->
     try:
         header = json.loads(parts[0])
     except ValueError as exc:
-        raise WireError(f"header is not JSON: {exc}") from None
+        raise WireError("header is not JSON", str(exc)) from None
     if not isinstance(header, dict):
         raise WireError("header is not a JSON object")
     return KernelMessage(channel, parts, header)
@@ -164,53 +170,155 @@ def _dump(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), default=str).encode()
 
 
+# -- frames from websocket clients (untrusted) ---------------------------------------------------
+#
+# Each decoder checks a frame's structure (counts against the frame's length, offsets inside the
+# frame and in order) before it slices, decodes or allocates anything, and raises WireError for
+# anything else: the cost of a frame is bounded by its length, whatever it declares.
+
+#: Binary buffers a client message may carry; more is refused (each costs a ZMQ frame).
+MAX_CLIENT_BUFFERS = 4096
+_JSON_PARTS = ("header", "parent_header", "metadata", "content")
+
+
 def parse_client_frame(data: str | bytes, protocol: str | None) -> tuple[str, list[bytes]]:
     """Decode one frame from a websocket client into (channel, parts).
 
-    Accepts legacy JSON text frames, legacy binary frames (a message carrying buffers), and v1
-    binary frames. Raises :class:`WireError` for anything else.
+    Accepts v1 binary frames on the v1 subprotocol, and legacy JSON text frames and legacy
+    binary frames (a message carrying buffers) otherwise. Raises :class:`WireError` for
+    anything else, including a message for the read-only iopub channel.
     """
+    if isinstance(data, str):
+        channel, parts = decode_legacy_text(data)
+    elif protocol == V1_PROTOCOL:
+        channel, parts = decode_v1(data)
+    else:
+        channel, parts = decode_legacy_binary(data)
+    if channel == "iopub":
+        raise WireError("message for the read-only iopub channel")
+    return channel, parts
+
+
+def decode_v1(frame: bytes) -> tuple[str, list[bytes]]:
+    """Decode a ``v1.kernel.websocket.jupyter.org`` frame into (channel, parts).
+
+    Layout (all integers unsigned 64-bit little-endian): ``n``, then ``n`` offsets from the
+    frame's start; the channel name (UTF-8) spans offsets 0..1, part *i* offsets i+1..i+2, and
+    the last offset is the frame's end. The first offset is the end of the offset table.
+    """
+    size = len(frame)
+    if size < 8:
+        raise WireError("v1 frame shorter than its 8-byte offset count")
+    (count,) = struct.unpack_from("<Q", frame)
+    if count < 2 + len(_JSON_PARTS):
+        raise WireError("v1 frame has fewer than four message parts")
+    if count > size // 8 - 1:
+        raise WireError("v1 offset table longer than the frame")
+    if count > 2 + len(_JSON_PARTS) + MAX_CLIENT_BUFFERS:
+        raise WireError(f"v1 frame has more than {MAX_CLIENT_BUFFERS} buffers")
+    offsets = struct.unpack_from(f"<{count}Q", frame, 8)
+    _check_offsets(offsets, 8 * (count + 1), size, "v1 frame")
+    if offsets[-1] != size:
+        raise WireError("v1 last offset is not the frame's end")
     try:
-        if protocol == V1_PROTOCOL and isinstance(data, bytes):
-            channel, parts = deserialize_msg_from_ws_v1(data)  # type: ignore[no-untyped-call]
-            parts = [bytes(p) for p in parts]
-        elif isinstance(data, bytes):
-            msg = deserialize_binary_message(data)  # type: ignore[no-untyped-call]
-            channel, parts = _parts_from_dict(msg)
-        else:
-            msg = json.loads(data)
-            if not isinstance(msg, dict):
-                raise WireError("frame is not a JSON object")
-            channel, parts = _parts_from_dict(msg)
-    except WireError:
-        raise
-    except Exception as exc:
-        raise WireError(f"undecodable frame: {exc}") from None
-    if channel not in CHANNELS or channel == "iopub":
-        raise WireError(f"unknown or read-only channel {channel!r}")
-    if len(parts) < 4:
-        raise WireError("message has fewer than four parts")
+        channel = frame[offsets[0] : offsets[1]].decode("utf-8")
+    except UnicodeDecodeError:
+        raise WireError("v1 channel name is not UTF-8") from None
+    if channel not in CHANNELS:
+        raise WireError("unknown channel", _shown(channel))
+    parts = [frame[start:end] for start, end in itertools.pairwise(offsets[1:])]
+    for name, raw in zip(_JSON_PARTS, parts, strict=False):
+        header = _json_object(raw, f"message {name}")
+        if name == "header" and not isinstance(header.get("msg_type"), str):
+            raise WireError("message header has no msg_type")
     return channel, parts
 
 
-def _parts_from_dict(msg: dict[str, Any]) -> tuple[str, list[bytes]]:
+def decode_legacy_binary(frame: bytes) -> tuple[str, list[bytes]]:
+    """Decode a legacy binary frame: a JSON message and its buffers, into (channel, parts).
+
+    Layout (unsigned 32-bit big-endian): ``n``, then ``n`` offsets from the frame's start; part
+    *i* runs from offset *i* to the next offset (the last to the frame's end). Part 0, which
+    starts right after the offset table, is the message as JSON; the others are its buffers.
+    """
+    size = len(frame)
+    if size < 4:
+        raise WireError("binary frame shorter than its 4-byte part count")
+    (count,) = struct.unpack_from("!I", frame)
+    if count < 1:
+        raise WireError("binary frame declares no parts")
+    if count > size // 4 - 1:
+        raise WireError("binary frame's offset table longer than the frame")
+    if count > 1 + MAX_CLIENT_BUFFERS:
+        raise WireError(f"binary frame has more than {MAX_CLIENT_BUFFERS} buffers")
+    offsets = struct.unpack_from(f"!{count}I", frame, 4)
+    _check_offsets(offsets, 4 * (count + 1), size, "binary frame")
+    bounds = (*offsets, size)
+    msg = _json_object(frame[bounds[0] : bounds[1]], "binary frame's JSON message")
+    buffers = [frame[start:end] for start, end in itertools.pairwise(bounds[1:])]
+    return _parts_from_dict(msg, buffers)
+
+
+def decode_legacy_text(text: str) -> tuple[str, list[bytes]]:
+    """Decode a legacy JSON text frame into (channel, parts); it carries no buffers."""
+    try:
+        msg = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise WireError("frame is not valid JSON", str(exc)) from None
+    if not isinstance(msg, dict):
+        raise WireError("frame is not a JSON object")
+    return _parts_from_dict(msg, [])
+
+
+def _check_offsets(offsets: tuple[int, ...], table_end: int, size: int, what: str) -> None:
+    if offsets[0] != table_end:
+        raise WireError(f"{what} does not start right after its offset table")
+    if any(later < earlier for earlier, later in itertools.pairwise(offsets)):
+        raise WireError(f"{what} offsets decrease")
+    if offsets[-1] > size:
+        raise WireError(f"{what} offset past the frame's end")
+
+
+def _shown(value: Any) -> str:
+    """A short, printable form of a client-sent value for a log line."""
+    return ascii(value[:40]) if isinstance(value, str) else type(value).__name__
+
+
+def _json_object(raw: bytes, what: str) -> dict[str, Any]:
+    try:
+        value = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise WireError(f"{what} is not UTF-8") from None
+    except (ValueError, RecursionError) as exc:
+        raise WireError(f"{what} is not valid JSON", str(exc)) from None
+    if not isinstance(value, dict):
+        raise WireError(f"{what} is not a JSON object")
+    return value
+
+
+def _parts_from_dict(msg: dict[str, Any], buffers: list[bytes]) -> tuple[str, list[bytes]]:
     # No channel means shell, as in jupyter_server and Kernel Gateway: jupyter_server's own
-    # GatewayKernelClient (ChannelQueue.send) never sets one.
+    # GatewayKernelClient (ChannelQueue.send) never sets one. A "buffers" key in the JSON is
+    # ignored: buffers travel only as binary parts.
     channel = msg.get("channel", "shell")
-    if not isinstance(channel, str):
-        raise WireError("message has no valid channel")
+    if not isinstance(channel, str) or channel not in CHANNELS:
+        raise WireError("unknown channel", _shown(channel))
     header = msg.get("header")
-    if not isinstance(header, dict) or "msg_type" not in header:
-        raise WireError("message has no header")
-    buffers = [b if isinstance(b, bytes) else bytes(b) for b in msg.get("buffers") or []]
-    parts = [
-        _dump(header),
-        _dump(msg.get("parent_header") or {}),
-        _dump(msg.get("metadata") or {}),
-        _dump(msg.get("content") or {}),
-        *buffers,
-    ]
-    return channel, parts
+    if not isinstance(header, dict) or not isinstance(header.get("msg_type"), str):
+        raise WireError("message header has no msg_type")
+    values: list[dict[str, Any]] = [header]
+    for name in _JSON_PARTS[1:]:
+        value = msg.get(name)
+        if value is None:
+            value = {}
+        elif not isinstance(value, dict):
+            raise WireError(f"message {name} is not a JSON object")
+        values.append(value)
+    try:
+        parts = [_dump(value) for value in values]
+    except (ValueError, RecursionError) as exc:  # nested deeper than the encoder allows
+        raise WireError("message cannot be re-encoded", str(exc)) from None
+    return channel, [*parts, *buffers]
 
 
 def status_message(state: str, session_id: str = "kernelfleet") -> KernelMessage:
