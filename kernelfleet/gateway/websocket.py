@@ -16,7 +16,7 @@ from typing import Any
 
 from tornado import websocket
 
-from kernelfleet.errors import Conflict
+from kernelfleet.errors import BadRequest, Conflict, Forbidden
 from kernelfleet.gateway.base import BaseHandler
 from kernelfleet.gateway.bridge import KernelConnection, pick_subprotocol
 from kernelfleet.kernels.record import KernelRecord
@@ -36,6 +36,21 @@ class KernelWebsocketHandler(websocket.WebSocketHandler, BaseHandler):
         BaseHandler.prepare(self)
 
     async def get(self, *args: Any, **kwargs: Any) -> None:
+        headers = self.request.headers
+        connection = {s.strip().lower() for s in headers.get("Connection", "").split(",")}
+        if headers.get("Upgrade", "").lower() != "websocket" or "upgrade" not in connection:
+            # tornado would answer a plain-text 400; clients expect our JSON shape
+            raise BadRequest(
+                "This URL is a websocket: connect with 'Upgrade: websocket' and "
+                "'Connection: Upgrade' (a websocket client does)."
+            )
+        refused = self._check_cross_origin(self.check_origin)  # tornado's own algorithm
+        if refused is not None:
+            raise Forbidden(
+                f"Websocket from another origin refused ({refused[:120]}); an admin allows it "
+                "with allow_origin (KF_ALLOW_ORIGIN).",
+                reason="Origin Not Allowed",
+            )
         record = await self.kf.registry.find(kwargs["kernel_id"], self.identity)
         if record.channels is None:
             raise Conflict(f"Kernel {record.id} is not running yet; connect after it started.")

@@ -57,11 +57,16 @@ async def raw_request(port: int, head: str, body: bytes = b"", wait: float = 30)
         writer.write(head.replace("\n", "\r\n").encode() + b"\r\n\r\n" + body)
         await writer.drain()
         async with asyncio.timeout(wait):
-            data = await reader.read()  # the gateway closes after a refusal
+            head_bytes = await reader.readuntil(b"\r\n\r\n")
+            length = 0
+            for line in head_bytes.split(b"\r\n"):
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            payload = await reader.readexactly(length)
     finally:
         writer.close()
-    status_line, _, rest = data.partition(b"\r\n")
-    _, _, payload = rest.partition(b"\r\n\r\n")
+    status_line = head_bytes.partition(b"\r\n")[0]
     try:
         value = json.loads(payload) if payload else None
     except ValueError:
@@ -141,4 +146,24 @@ async def test_a_nul_in_a_kernelspec_resource_path_is_a_json_404(kernelspec_dir:
         for path in ("/kernelspecs/python3/logo%00.png", "/kernelspecs/python3/%00"):
             status, body = await c.request("GET", path)
             assert status == 404 and body["reason"], (path, body)
+        await still_serves(gw)
+
+
+async def test_the_channels_url_answers_json_without_upgrade_or_from_a_foreign_origin(
+    kernelspec_dir: Path,
+) -> None:
+    async with temp_gateway() as gw:
+        c = client_for(gw)
+        kid = (await c.start_kernel())["id"]
+        status, body = await c.request("GET", f"/api/kernels/{kid}/channels")
+        assert status == 400 and "websocket" in body["message"]
+        head = (
+            f"GET /api/kernels/{kid}/channels HTTP/1.1\nHost: 127.0.0.1:{gw.bound_port}"
+            f"\nAuthorization: token {TOKEN}\nUpgrade: websocket\nConnection: Upgrade"
+            "\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\nSec-WebSocket-Version: 13"
+            "\nOrigin: https://evil.example"
+        )
+        status, body = await raw_request(gw.bound_port, head, wait=10)
+        assert status == 403 and "allow_origin" in body["message"]
+        await c.shutdown_kernel(kid)
         await still_serves(gw)
