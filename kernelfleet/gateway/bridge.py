@@ -15,6 +15,7 @@ receiving one huge message is never cut off: its writes keep completing.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import uuid
@@ -105,7 +106,8 @@ class BridgeSettings(LoggingConfigurable):
 
 
 class KernelConnection:
-    """One websocket's link to a kernel. ``send(data, binary, nbytes)`` writes a frame."""
+    """One websocket's link to a kernel. ``send(data, binary, nbytes)`` writes a frame; the
+    websocket calls :meth:`written` as each write completes."""
 
     def __init__(
         self,
@@ -127,6 +129,9 @@ class KernelConnection:
         self._readers: list[asyncio.Task[None]] = []
         self._warned_buffers = False
         self._dropped: dict[str, int] = {}  # WireError reason -> client frames dropped
+        # Messages handed to the websocket but not written yet, oldest first: what a client
+        # cut off (or gone) never got, replayed to its session's next connection.
+        self._unsent: collections.deque[KernelMessage] = collections.deque()
         self.on_gone: Callable[[], None] | None = None
         self.closed = False
 
@@ -172,7 +177,8 @@ class KernelConnection:
                 "; ".join(f"{n} x {reason}" for reason, n in self._dropped.items()),
             )
         self._close_sockets()
-        self.channels.detach(self)
+        unsent, self._unsent = list(self._unsent), collections.deque()
+        self.channels.detach(self, unsent)
         self.record.connections = self.channels.connection_count
 
     # -- Listener protocol (called by KernelChannels) -------------------------------------
@@ -203,7 +209,13 @@ class KernelConnection:
                     msg.msg_type,
                 )
             data, binary = msg.legacy_json(), False
+        self._unsent.append(msg)
         self._send(data, binary, len(data))
+
+    def written(self) -> None:
+        """The oldest message handed to ``send`` was written (writes complete in order)."""
+        if self._unsent:
+            self._unsent.popleft()
 
     # -- traffic --------------------------------------------------------------------------
 

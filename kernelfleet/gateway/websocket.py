@@ -10,7 +10,6 @@ small messages waits ~40 ms for Nagle and delayed ACKs. A client message may not
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from typing import Any
 
@@ -117,9 +116,10 @@ class KernelWebsocketHandler(websocket.WebSocketHandler, BaseHandler):
     def _written(self, fut: asyncio.Future[None], nbytes: int) -> None:
         self._pending -= nbytes
         self._stalled_since = None
-        if not fut.cancelled():
-            with contextlib.suppress(Exception):
-                fut.exception()
+        if fut.cancelled() or fut.exception() is not None:
+            return  # not written: the connection keeps it for the session's replay
+        if self.connection is not None:
+            self.connection.written()
 
     def _kernel_gone(self) -> None:
         self.close(1000, "kernel shut down")

@@ -25,7 +25,7 @@ import collections
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -34,6 +34,7 @@ import zmq.asyncio
 from jupyter_client.session import Session
 
 from kernelfleet.aio import cancel_and_wait
+from kernelfleet.kernels.notices import notice_message
 from kernelfleet.kernels.wire import KernelMessage, WireError, parse_kernel_message, to_zmq
 
 log = logging.getLogger("kernelfleet.channels")
@@ -61,12 +62,37 @@ class BufferLimits:
 
 
 class _SessionBuffer:
-    __slots__ = ("messages", "nbytes", "since")
+    __slots__ = ("dropped_bytes", "dropped_messages", "messages", "nbytes", "since")
 
     def __init__(self) -> None:
         self.messages: collections.deque[KernelMessage] = collections.deque()
         self.nbytes = 0
         self.since = time.monotonic()
+        self.dropped_messages = 0
+        self.dropped_bytes = 0
+
+    def append(self, msg: KernelMessage, limits: BufferLimits) -> None:
+        """Keep *msg*; drop the oldest messages (counted) beyond the limits."""
+        self.messages.append(msg)
+        self.nbytes += msg.size
+        while self.messages and (
+            len(self.messages) > limits.max_messages or self.nbytes > limits.max_bytes
+        ):
+            old = self.messages.popleft()
+            self.nbytes -= old.size
+            self.dropped_messages += 1
+            self.dropped_bytes += old.size
+
+
+def dropped_notice(buf: _SessionBuffer, limits: BufferLimits) -> KernelMessage:
+    """The stream message that tells a reconnecting client how much output it will not get."""
+    mb = buf.dropped_bytes / (1024 * 1024)
+    return notice_message(
+        f"{mb:.1f} MB of output ({buf.dropped_messages} messages) was dropped while this "
+        "client was away or not reading: at most "
+        f"{limits.max_bytes / (1024 * 1024):g} MB and {limits.max_messages} messages are kept "
+        "per session for a reconnect (KF_IOPUB_BUFFER_MB, KF_IOPUB_BUFFER_MESSAGES)."
+    )
 
 
 def make_session(info: dict[str, Any]) -> Session:
@@ -204,17 +230,11 @@ class KernelChannels:
 
     def _buffer(self, msg: KernelMessage) -> None:
         now = time.monotonic()
-        lim = self.limits
         for sid, buf in list(self._buffers.items()):
-            if now - buf.since > lim.max_age_seconds:
+            if now - buf.since > self.limits.max_age_seconds:
                 del self._buffers[sid]
                 continue
-            buf.messages.append(msg)
-            buf.nbytes += msg.size
-            while buf.messages and (
-                len(buf.messages) > lim.max_messages or buf.nbytes > lim.max_bytes
-            ):
-                buf.nbytes -= buf.messages.popleft().size
+            buf.append(msg, self.limits)
 
     def broadcast(self, msg: KernelMessage) -> None:
         """Send a gateway-made iopub message to every client (and the session buffers)."""
@@ -232,10 +252,14 @@ class KernelChannels:
         self._seq += 1
         self._attached_at[listener] = self._seq
         buf = self._buffers.pop(listener.session_id, None) if listener.session_id else None
-        return list(buf.messages) if buf else []
+        if buf is None:
+            return []
+        notice = [dropped_notice(buf, self.limits)] if buf.dropped_messages else []
+        return [*notice, *buf.messages]
 
-    def detach(self, listener: Listener) -> None:
-        """Unregister a connection; start buffering if it was its session's last connection."""
+    def detach(self, listener: Listener, unsent: Iterable[KernelMessage] = ()) -> None:
+        """Unregister a connection; if it was its session's last one, start buffering for the
+        session, beginning with *unsent* (what the connection never wrote to its client)."""
         self.listeners.discard(listener)
         seq = self._attached_at.pop(listener, 0)
         sid = listener.session_id
@@ -245,7 +269,9 @@ class KernelChannels:
         # orphan a stock JupyterLab leaves open (contract.md): it must not stop the buffering.
         if any(o.session_id == sid and self._attached_at.get(o, 0) > seq for o in self.listeners):
             return
-        self._buffers[sid] = _SessionBuffer()
+        buf = self._buffers[sid] = _SessionBuffer()
+        for msg in unsent:
+            buf.append(msg, self.limits)
 
     @property
     def connection_count(self) -> int:
