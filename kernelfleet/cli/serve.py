@@ -20,6 +20,7 @@ from traitlets.config import Application, Configurable
 
 from kernelfleet import __version__
 from kernelfleet.cli import logsetup
+from kernelfleet.cli.memory import return_freed_memory
 from kernelfleet.config import EnvError, config_from_env
 from kernelfleet.gateway.app import Gateway
 from kernelfleet.gateway.auth import Authenticator
@@ -153,6 +154,7 @@ class ServeApp(Application):
             self.write_default_config()
             return
         logsetup.configure(self.log_level, self.log)
+        return_freed_memory()
         asyncio.run(self._serve())
 
     async def _serve(self) -> None:
