@@ -129,8 +129,8 @@ class Fleet:
             if not eligible:
                 detail = "; ".join(f"{host}: {failures[host]}" for host in candidates)
                 raise HostsUnavailable(
-                    f"Kernel '{what}' not started: no host is reachable. Try again in a "
-                    f"minute; if it persists, tell your admin. Hosts: {detail}",
+                    f"No host is reachable for kernel '{what}': try again in a minute, or "
+                    f"tell your admin if it persists. Hosts: {detail}",
                     hosts={host: failures[host] for host in candidates},
                 )
             host = rank_hosts(

@@ -408,9 +408,9 @@ class SSHProvisioner(KernelProvisionerBase):  # type: ignore[misc]
             others = [h for h in candidates if h != previous]
             if not (self.move_kernels_off_down_hosts and others):
                 raise HostsUnavailable(
-                    f"Kernel '{self.kernelspec_name}' not restarted: its host {previous} is "
-                    "unreachable. Restart it again once the host is back. "
-                    f"({cause})",
+                    f"Host {previous} of kernel '{self.kernelspec_name}' is unreachable: "
+                    "restart the kernel again once the host is back (its state is lost). "
+                    f"Cause: {cause}",
                     hosts=exc.hosts,
                     reason="Kernel Host Unreachable",
                 ) from None
