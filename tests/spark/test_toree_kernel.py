@@ -1,5 +1,6 @@
 """A Scala kernel (Apache Toree) from `spec install ssh --language scala`, run through the
-gateway on a testbed host, Spark in local mode.
+gateway on a testbed host, Spark in local mode. Stdin reaches Scala code only through Toree's
+own input stream, not ``scala.io.StdIn`` (see the stdin test).
 
 Toree 0.5 is built for Scala 2.12 and needs Spark 3.5 (it crashes with the Spark 4 of the test
 extra), so it lives in its own environment, outside ``make test``'s default installs (~410 MB):
@@ -25,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from kernelfleet.client import result_of
+from kernelfleet.client import result_of, stdout_of
 from kernelfleet.specs.builders import SpecOptions
 from kernelfleet.specs.installer import install
 from tests.conftest import client_for, temp_gateway
@@ -120,3 +121,50 @@ async def test_scala_kernel_runs_on_a_host(
     assert not fleet_bed.processes_matching(host, kid)
     with capsys.disabled():
         print(f"\n[scala] POST -> first result {ready:.2f} s")
+
+
+#: Toree's own stdin stream: ``read()`` sends an ``input_request`` when its buffer is empty.
+TOREE_INPUT = """val in = kernel.factory.newKernelInputStream("name? ", false)
+val first = in.read()
+val rest = new Array[Byte](in.available())
+in.read(rest)
+println("hello " + new String(Array(first.toByte) ++ rest, "UTF-8"))"""
+
+
+async def test_scala_stdin_only_through_toree_s_input_stream(scala_spec: Any) -> None:
+    """Toree (0.5) does not connect ``scala.io.StdIn`` to the stdin channel:
+    ``StdIn.readLine("name? ")`` sends no ``input_request`` even with ``allow_stdin``, prints its
+    prompt as ordinary stdout and returns null at once (end of input). Input from the client
+    works through Toree's own API, ``kernel.factory.newKernelInputStream(prompt, password)``
+    (or ``kernel.in``), whose reads send ``input_request``; the gateway carries it both ways."""
+    async with temp_gateway() as gw:
+        client = client_for(gw)
+        kid = (await client.start_kernel("kf_scala"))["id"]
+        ws = await client.connect(kid)
+        try:
+            reply, _ = await execute(ws, "1 + 1")  # Toree is up (the first cell takes long)
+            assert reply["status"] == "ok", reply
+            # without on_input, execute() fails on any input_request
+            reply, iopub = await asyncio.wait_for(
+                ws.execute(
+                    'val answer = scala.io.StdIn.readLine("name? ")\nprintln(answer == null)',
+                    allow_stdin=True,
+                ),
+                60,
+            )
+            assert reply["status"] == "ok", reply
+            assert stdout_of(iopub) == "name? true\n"
+
+            asked: list[dict[str, Any]] = []
+
+            def answer(content: dict[str, Any]) -> str:
+                asked.append(content)
+                return "Ada"
+
+            reply, iopub = await asyncio.wait_for(ws.execute(TOREE_INPUT, on_input=answer), 60)
+            assert reply["status"] == "ok", reply
+            assert asked == [{"prompt": "name? ", "password": False}]
+            assert stdout_of(iopub) == "hello Ada\n"
+        finally:
+            ws.close()
+            await client.shutdown_kernel(kid)

@@ -1,6 +1,6 @@
 """An R (IRkernel) kernelspec from `spec install ssh --language r`, run on a testbed host
 through the gateway and the SSH provisioner: code runs on the host, interrupt stops a running
-cell, shutdown leaves no R process on the host."""
+cell, shutdown leaves no R process on the host, ``readline()`` asks the client over stdin."""
 
 from __future__ import annotations
 
@@ -94,3 +94,45 @@ async def test_r_kernel_runs_on_the_host_interrupts_and_shuts_down(
     while fleet_bed.processes_matching(host, "IRkernel::main()") and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
     assert not fleet_bed.processes_matching(host, "IRkernel::main()")
+
+
+async def test_r_readline_asks_the_client_and_the_answer_reaches_the_cell(
+    r_spec: tuple[str, Any],
+) -> None:
+    """IRkernel answers R's ``readline()`` with an ``input_request`` on stdin (as the Python
+    kernels of tests/conformance/test_stdin.py do). Unlike ipykernel, IRkernel (1.3.2) asks even
+    when the request says ``allow_stdin: false``: a client that does not answer then leaves the
+    cell waiting (ipykernel raises StdinNotImplementedError instead)."""
+    name, _host = r_spec
+    async with temp_gateway() as gw:
+        client = client_for(gw)
+        kid = (await client.start_kernel(name))["id"]
+        ws = await client.connect(kid)
+        try:
+            # JupyterLab's connection handshake first (see tests/conformance/test_stdin.py)
+            await asyncio.wait_for(ws.request("kernel_info_request", {}), 60)
+            asked: list[dict[str, Any]] = []
+
+            def answer(content: dict[str, Any]) -> str:
+                asked.append(content)
+                return f"Ada{len(asked)}"
+
+            reply, iopub = await asyncio.wait_for(
+                ws.execute('name <- readline("name? ")\ncat("hello", name)', on_input=answer), 60
+            )
+            assert asked == [{"prompt": "name? ", "password": False}]
+            assert reply["status"] == "ok", reply
+            assert stdout_of(iopub) == "hello Ada1"
+
+            msg_id = await ws.send(ws.execute_request('cat("[", readline("no? "), "]")'))
+            request = await asyncio.wait_for(
+                ws.wait_for(lambda m: m["msg_type"] == "input_request"), 60
+            )
+            assert request["parent_header"]["msg_id"] == msg_id
+            assert request["content"] == {"prompt": "no? ", "password": False}
+            await ws.answer(request, "anyway")
+            reply, iopub = await asyncio.wait_for(ws.collect(msg_id), 60)
+            assert reply["status"] == "ok" and stdout_of(iopub) == "[ anyway ]"
+        finally:
+            ws.close()
+            await client.shutdown_kernel(kid)
