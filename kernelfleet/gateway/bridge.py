@@ -126,6 +126,7 @@ class KernelConnection:
         self.settings = settings
         self._send = send
         self._sockets: dict[str, zmq.asyncio.Socket] = {}
+        self._stdin_ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._readers: list[asyncio.Task[None]] = []
         self._warned_buffers = False
         self._dropped: dict[str, int] = {}  # WireError reason -> client frames dropped
@@ -150,14 +151,23 @@ class KernelConnection:
         # separate (its own identity), as jupyter_client's own channels allow.
         ident = f"{self.session_id or 'ws'}-{uuid.uuid4().hex[:8]}"
         identities = {"shell": ident, "stdin": ident, "control": f"{ident}-control"}
+        handshake: list[asyncio.Future[None]] = []
         for channel, identity in identities.items():
-            sock = self.channels.socket(channel, identity=identity.encode())
+            # Until the stdin socket's handshake is done the kernel does not know its identity
+            # and drops an input_request: shell traffic waits for it (handle_incoming).
+            sock = self.channels.socket(
+                channel,
+                identity=identity.encode(),
+                handshake=handshake if channel == "stdin" else None,
+            )
             self._sockets[channel] = sock
             self._readers.append(
                 asyncio.create_task(self._read(channel, sock), name=f"ws-{channel}-reader")
             )
+        self._stdin_ready = handshake[0]
 
     def _close_sockets(self) -> None:
+        self._stdin_ready.cancel()
         for task in self._readers:
             task.cancel()
         self._readers.clear()
@@ -250,6 +260,8 @@ class KernelConnection:
                     exc,
                 )
             return
+        if channel == "shell" and not self._stdin_ready.done():
+            await asyncio.wait({self._stdin_ready})  # bounded: HANDSHAKE_WAIT
         sock = self._sockets.get(channel)
         if sock is None:
             return

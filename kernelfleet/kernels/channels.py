@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import time
 import uuid
@@ -32,6 +33,7 @@ from typing import Any, Protocol
 import zmq
 import zmq.asyncio
 from jupyter_client.session import Session
+from zmq.utils.monitor import parse_monitor_message
 
 from kernelfleet.aio import cancel_and_wait
 from kernelfleet.kernels.notices import notice_message
@@ -104,6 +106,25 @@ def make_session(info: dict[str, Any]) -> Session:
     )
 
 
+#: Longest wait, in seconds, for a connection's stdin handshake before its shell traffic flows.
+HANDSHAKE_WAIT = 5.0
+
+
+async def _handshake_done(sock: zmq.asyncio.Socket, monitor: zmq.asyncio.Socket) -> None:
+    try:
+        async with asyncio.timeout(HANDSHAKE_WAIT):
+            while True:
+                event = parse_monitor_message(await monitor.recv_multipart())
+                if event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                    return
+    except (TimeoutError, zmq.ZMQError):
+        return  # a slow or closed socket: traffic flows as it would have without the wait
+    finally:
+        with contextlib.suppress(zmq.ZMQError):
+            sock.disable_monitor()
+        monitor.close(linger=0)
+
+
 def _url(info: dict[str, Any], channel: str) -> str:
     transport = info.get("transport", "tcp")
     ip = info["ip"]
@@ -142,13 +163,22 @@ class KernelChannels:
     # -- sockets --------------------------------------------------------------------------
 
     def socket(
-        self, channel: str, identity: bytes | None = None, *, eager: bool = False
+        self,
+        channel: str,
+        identity: bytes | None = None,
+        *,
+        eager: bool = False,
+        handshake: list[asyncio.Future[None]] | None = None,
     ) -> zmq.asyncio.Socket:
         """A new socket connected to *channel* of the kernel (CurveZMQ applied if configured).
 
         ZMQ retries a refused connection (a kernel that has not bound yet) with exponential
         backoff; capped at 50 ms here, or a constant 5 ms for an *eager* socket used only
-        while a kernel starts, so the gateway notices a freshly bound kernel at once."""
+        while a kernel starts, so the gateway notices a freshly bound kernel at once.
+
+        With *handshake* (a list), a future is appended that is done once the socket's ZMQ
+        handshake with the kernel succeeded — from then on the kernel knows its identity —
+        or after :data:`HANDSHAKE_WAIT` seconds at the most."""
         stype = zmq.SUB if channel == "iopub" else SOCKET_TYPES[channel]
         sock = self.context.socket(stype)
         sock.linger = 0
@@ -165,6 +195,10 @@ class KernelChannels:
             sock.curve_serverkey = pub.encode() if isinstance(pub, str) else pub
         if stype == zmq.SUB:
             sock.setsockopt(zmq.SUBSCRIBE, b"")
+        if handshake is not None:
+            # the monitor must exist before connect(), or the event may come before it
+            monitor = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+            handshake.append(asyncio.ensure_future(_handshake_done(sock, monitor)))
         sock.connect(_url(self.info, channel))
         return sock
 

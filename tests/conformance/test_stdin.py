@@ -57,12 +57,6 @@ async def test_input_without_allow_stdin_raises_instead_of_waiting(ws: KernelSoc
     assert [m["content"]["ename"] for m in of_type(iopub, "error")] == ["StdinNotImplementedError"]
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="gateway bug: the connection's stdin DEALER may not have finished connecting when "
-    "the first client frame is forwarded; the kernel's stdin ROUTER then drops the "
-    "input_request (unknown identity) and the cell waits forever. Seen under CPU load.",
-)
 async def test_input_asked_right_after_the_websocket_opened_reaches_the_client(
     fresh_kernel: Kernel,
 ) -> None:
