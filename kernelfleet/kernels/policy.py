@@ -16,8 +16,10 @@ from typing import Any
 
 from kernelfleet.errors import BadRequest, Forbidden, LimitReached
 
-#: Request env values longer than this are refused (a kernel env is not a file transfer).
-MAX_ENV_VALUE_BYTES = 128 * 1024
+#: The most bytes one entry of a kernel's environment may take as the OS sees it, ``NAME=value``
+#: (UTF-8) and its NUL: Linux refuses to start a process with a longer one (MAX_ARG_STRLEN,
+#: E2BIG). Also keeps a kernel env from being a file transfer.
+MAX_ENV_ENTRY_BYTES = 128 * 1024
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _KERNELSPEC_NAME = re.compile(r"^[\w.\-%]+$")
 #: The one rule for a user name a client presents (``KERNEL_USERNAME``, an HTTP Basic user
@@ -157,14 +159,22 @@ def validate_request_env(env: Any) -> dict[str, str]:
     out: dict[str, str] = {}
     for key, value in env.items():
         if not isinstance(key, str) or not _ENV_NAME.match(key):
-            raise BadRequest(f"Environment variable name {key!r} is not valid.")
+            raise BadRequest(f"Environment variable name {str(key)[:100]!r} is not valid.")
         if not isinstance(value, str):
             raise BadRequest(f"Environment variable {key} must be a string.")
         if "\x00" in value:
             raise BadRequest(f"Environment variable {key} contains a NUL byte.")
-        if len(value.encode("utf-8", "surrogatepass")) > MAX_ENV_VALUE_BYTES:
+        try:
+            size = len(key) + len(value.encode("utf-8")) + 2  # '=' and the NUL
+        except UnicodeEncodeError:
             raise BadRequest(
-                f"Environment variable {key} is longer than {MAX_ENV_VALUE_BYTES} bytes."
+                f"Environment variable {key} is not valid Unicode: it holds a lone surrogate "
+                "(an unpaired \\ud800-\\udfff escape); send text only."
+            ) from None
+        if size > MAX_ENV_ENTRY_BYTES:
+            raise BadRequest(
+                f"Environment variable {key} is too long: {key}=<value> may take at most "
+                f"{MAX_ENV_ENTRY_BYTES - 1} bytes (UTF-8), the operating system's limit."
             )
         out[key] = value
     return out

@@ -56,8 +56,34 @@ SPLITTER_FORBIDDEN = (
     "--keytab",
     "--kill",
     "--status",
+    "--remote",  # Spark Connect: the session would run on another server
+    "--properties-file",  # a file of --conf values: would bypass SPLITTER_FORBIDDEN_CONF
 )
-FLAG_OPTIONS = ("--verbose", "-v", "--supervise")
+#: --conf keys that set a forbidden option another way (spark-submit reads them when the
+#: option itself is not given): refused in request options like the options themselves.
+SPLITTER_FORBIDDEN_CONF = (
+    "spark.app.name",
+    "spark.master",
+    "spark.submit.deployMode",
+    "spark.remote",
+    "spark.kerberos.principal",
+    "spark.kerberos.keytab",
+    "spark.yarn.principal",
+    "spark.yarn.keytab",
+)
+#: Every spark-submit option that takes no value (SparkSubmitOptionParser.switches, Spark 4):
+#: taking one of these for an option with a value would hide the next word from the checks.
+FLAG_OPTIONS = (
+    "--verbose",
+    "-v",
+    "--supervise",
+    "--help",
+    "-h",
+    "--usage-error",
+    "--version",
+    "--load-spark-defaults",
+)
+CONF_OPTIONS = ("--conf", "-c")
 JOB_GROUP_PROPERTY = "spark.jobGroup.id"
 CELL_GROUP_PREFIX = "kernelfleet-cell-"
 CANCEL_AGAIN_AFTER = (0.25, 0.5, 1.0, 2.0, 4.0)  # seconds between repeated cancellations
@@ -78,20 +104,32 @@ def split_opts(text, what, trusted):
         words = shlex.split(text, comments=False, posix=True)
     except ValueError as exc:
         raise OptionsRefused(f"{what} cannot be split into words: {exc}") from None
-    expect_value = False
+    value_of = None  # the option whose value the next word is
     for word in words:
-        if expect_value:
-            expect_value = False
+        name, eq, inline = word.partition("=")
+        if not trusted and name in SPLITTER_FORBIDDEN:
+            # in any position: a word taken for a value here may be an option to spark-submit
+            raise OptionsRefused(f"{what}: {name} may not be changed for a kernel")
+        if value_of is not None:
+            if not trusted and value_of in CONF_OPTIONS:
+                _check_conf(word, what)
+            value_of = None
             continue
         if not word.startswith("-"):
             raise OptionsRefused(f"{what}: {word[:100]!r} is not an option")
-        name = word.split("=", 1)[0]
-        if not trusted and name in SPLITTER_FORBIDDEN:
-            raise OptionsRefused(f"{what}: {name} may not be changed for a kernel")
-        expect_value = "=" not in word and word not in FLAG_OPTIONS
-    if expect_value:
+        if eq and not trusted and name in CONF_OPTIONS:
+            _check_conf(inline, what)
+        if not eq and word not in FLAG_OPTIONS:
+            value_of = name
+    if value_of is not None:
         raise OptionsRefused(f"{what}: option {words[-1]!r} has no value")
     return words
+
+
+def _check_conf(setting, what):
+    key = setting.split("=", 1)[0].strip()
+    if key in SPLITTER_FORBIDDEN_CONF:
+        raise OptionsRefused(f"{what}: --conf {key} may not be changed for a kernel")
 
 
 def pyspark_submit_args(env):

@@ -134,6 +134,14 @@ class SpecOptions:
         return f"{lang} {where}"
 
 
+def _is_utf8(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _check_text(what: str, value: str, limit: int = 4096) -> None:
     if _UNSAFE_TEXT.search(value) or len(value) > limit:
         raise SpecError(f"{what} must be one line of at most {limit} characters")
@@ -141,6 +149,17 @@ def _check_text(what: str, value: str, limit: int = 4096) -> None:
 
 def validate(opts: SpecOptions) -> None:
     """Raise :class:`SpecError` naming the first option whose value is not usable."""
+    for flag, value in (
+        ("--display-name", opts.display_name),
+        ("--python", opts.python),
+        ("--spark-home", opts.spark_home),
+        ("--extra-spark-opts", opts.extra_spark_opts),
+        ("--toree-jar", opts.toree_jar),
+    ):
+        # a byte that is not UTF-8 arrives as a lone surrogate (surrogateescape); run.sh and
+        # kernel.json are UTF-8 text, so it could be written to neither
+        if not _is_utf8(value):
+            raise SpecError(f"{flag} must be UTF-8 text: {value[:200]!r} is not")
     if opts.kind not in KINDS:
         raise SpecError(f"unknown spec kind {opts.kind!r} (use one of: {', '.join(KINDS)})")
     if opts.lang not in LANGUAGES:
@@ -430,9 +449,10 @@ def build_run_sh(opts: SpecOptions) -> str | None:
 
 
 def _quote_default(value: str) -> str:
-    """*value* for use inside ``"${VAR:-…}"``: reject what double quotes would expand."""
-    if re.search(r'["$`\\]', value):
-        raise SpecError(f"--python {value[:200]!r} must not contain quotes, '$', '`' or '\\'")
+    """*value* for use inside ``"${VAR:-…}"``: reject what double quotes would expand, and
+    what bash reads as syntax there (a single quote opens a quote, ``}`` ends the default)."""
+    if re.search(r'["\'$`\\}]', value):
+        raise SpecError(f"--python {value[:200]!r} must not contain quotes, '$', '`', '\\' or '}}'")
     return value
 
 

@@ -61,6 +61,16 @@ class SSHTarget:
         return options
 
 
+def parse_line(line: bytes) -> dict[str, Any] | None:
+    """One line the agent wrote, as a JSON object; None for anything else (not JSON, not an
+    object, nested too deep for the parser), which the caller drops."""
+    try:
+        message = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    return message if isinstance(message, dict) else None
+
+
 class HostDown(Exception):
     """The host cannot be reached, or its agent cannot run. ``reason`` is user-presentable."""
 
@@ -168,11 +178,8 @@ class AgentClient:
             if conn is not None:
                 conn.abort()
             raise HostDown(target.host, describe_connect_error(target, exc)) from exc
-        try:
-            hello = json.loads(line) if line else None
-        except ValueError:
-            hello = None
-        if not isinstance(hello, dict) or hello.get("event") != "hello":
+        hello = parse_line(line) if line else None
+        if hello is None or hello.get("event") != "hello":
             stderr = b""
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(1):
@@ -196,6 +203,9 @@ class AgentClient:
             raise HostDown(
                 target.host, f"the agent cannot use its state directory: {hello['error']}"
             )
+        if not isinstance(hello.get("kernels", {}), dict):
+            conn.abort()
+            raise HostDown(target.host, "the agent's hello does not list its kernels as an object")
         return cls(target, conn, process, hello, on_event)
 
     async def request(self, op: str, **fields: Any) -> dict[str, Any]:
@@ -217,6 +227,8 @@ class AgentClient:
             self._pending.pop(rid, None)
         if not reply.get("ok"):
             error = reply.get("error") or {}
+            if not isinstance(error, dict):
+                error = {"kind": "protocol", "message": f"malformed error reply {error!r:.200}"}
             raise AgentRequestError(str(error.get("kind", "")), str(error.get("message", "")))
         return reply
 
@@ -227,16 +239,14 @@ class AgentClient:
                 line = await self._process.stdout.readline()
                 if not line:
                     break
-                try:
-                    message = json.loads(line)
-                except ValueError:
+                message = parse_line(line)
+                if message is None:
                     log.warning("agent on %s sent a malformed line", self.target.host)
-                    continue
-                if not isinstance(message, dict):
                     continue
                 rid = message.get("id")
                 if rid is not None:
-                    future = self._pending.get(rid)
+                    # ids are the ints we sent (not True for 1, and a list is no key)
+                    future = self._pending.get(rid) if type(rid) is int else None
                     if future is not None and not future.done():
                         future.set_result(message)
                 elif message.get("event"):
