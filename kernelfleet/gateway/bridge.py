@@ -17,9 +17,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import json
 import logging
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 import zmq
 import zmq.asyncio
@@ -28,7 +30,8 @@ from traitlets.config import LoggingConfigurable
 
 from kernelfleet.config import option
 from kernelfleet.kernels.channels import KernelChannels
-from kernelfleet.kernels.record import KernelRecord
+from kernelfleet.kernels.notices import refusal_replies
+from kernelfleet.kernels.record import KernelRecord, Lifecycle
 from kernelfleet.kernels.wire import (
     V1_PROTOCOL,
     KernelMessage,
@@ -222,6 +225,15 @@ class KernelConnection:
         self._unsent.append(msg)
         self._send(data, binary, len(data))
 
+    def _refuse(self, parts: list[bytes]) -> None:
+        """A shell request to a dead kernel: a cell gets the reason as its error output (a
+        kernel kept for a restart once its host is back has no process to ask)."""
+        header = _header(parts)
+        if header.get("msg_type") == "execute_request":
+            reason = self.record.reason or "The kernel is dead; restart it."
+            for msg in refusal_replies(header, reason):
+                self.deliver(msg)
+
     def written(self) -> None:
         """The oldest message handed to ``send`` was written (writes complete in order)."""
         if self._unsent:
@@ -260,6 +272,9 @@ class KernelConnection:
                     exc,
                 )
             return
+        if channel == "shell" and self.record.lifecycle is Lifecycle.DEAD:
+            self._refuse(parts)
+            return
         if channel == "shell" and not self._stdin_ready.done():
             await asyncio.wait({self._stdin_ready})  # bounded: HANDSHAKE_WAIT
         sock = self._sockets.get(channel)
@@ -268,6 +283,14 @@ class KernelConnection:
         self.record.touch()
         with contextlib.suppress(zmq.ZMQError):
             await self.channels.send(sock, parts)
+
+
+def _header(parts: list[bytes]) -> dict[str, Any]:
+    try:
+        value = json.loads(parts[0])
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def pick_subprotocol(offered: list[str], settings: BridgeSettings) -> str | None:

@@ -34,8 +34,8 @@ class RequestLimits(LoggingConfigurable):
         Int(
             1024,
             help="""Largest request body accepted, in KiB; a larger one is refused with 413
-            before it is read. API requests are a few KiB (each KERNEL_* entry, NAME=value, is capped
-            at 128 KiB). Default: 1024.""",
+            before it is read. API requests are a few KiB (each KERNEL_* entry,
+            NAME=value, is capped at 128 KiB). Default: 1024.""",
         ),
         "KF_MAX_BODY_KB",
     )

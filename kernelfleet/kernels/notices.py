@@ -2,31 +2,52 @@
 
 A notice is an iopub ``stream`` message on ``stderr`` (a notebook shows it under the cell that
 runs, or the next one), used when the gateway did something to the kernel that its user must
-know and that no kernel message says: a restart that moved the kernel to another host.
+know and that no kernel message says: a restart that moved the kernel to another host, output
+dropped for a slow client. Refusal replies answer a cell that no kernel can run (its host is
+unreachable) with the reason as the cell's error.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
+from typing import Any
 
 from kernelfleet.kernels.record import format_timestamp, utcnow
 from kernelfleet.kernels.wire import KernelMessage
 
 
-def notice_message(text: str, session_id: str = "kernelfleet") -> KernelMessage:
-    """An iopub stderr ``stream`` message carrying *text* (a line break is added)."""
+def _message(
+    channel: str, msg_type: str, content: dict[str, Any], parent: dict[str, Any] | None = None
+) -> KernelMessage:
     header = {
         "msg_id": uuid.uuid4().hex,
-        "msg_type": "stream",
-        "session": session_id,
+        "msg_type": msg_type,
+        "session": "kernelfleet",
         "username": "kernelfleet",
         "date": format_timestamp(utcnow()),
         "version": "5.3",
     }
-    content = {"name": "stderr", "text": f"[kernelfleet] {text}\n"}
-    parts = [json.dumps(part).encode() for part in (header, {}, {}, content)]
-    return KernelMessage("iopub", parts, header)
+    parts = [json.dumps(part).encode() for part in (header, parent or {}, {}, content)]
+    return KernelMessage(channel, parts, header)
+
+
+def notice_message(text: str) -> KernelMessage:
+    """An iopub stderr ``stream`` message carrying *text* (a line break is added)."""
+    return _message("iopub", "stream", {"name": "stderr", "text": f"[kernelfleet] {text}\n"})
+
+
+def refusal_replies(request: dict[str, Any], reason: str) -> list[KernelMessage]:
+    """What a client gets for an ``execute_request`` (header *request*) that no kernel can
+    run now: busy, the *reason* as the cell's error output and reply, idle — so a notebook
+    shows why under the cell instead of waiting forever."""
+    error = {"ename": "KernelUnavailable", "evalue": reason, "traceback": [reason]}
+    return [
+        _message("iopub", "status", {"execution_state": "busy"}, request),
+        _message("iopub", "error", error, request),
+        _message("shell", "execute_reply", {"status": "error", **error}, request),
+        _message("iopub", "status", {"execution_state": "idle"}, request),
+    ]
 
 
 def moved_notice(old_host: str, new_host: str) -> KernelMessage:

@@ -579,13 +579,16 @@ class KernelRegistry(LoggingConfigurable):
                     await prov.kill()  # nothing keeps running outside the limits
             record.lifecycle = Lifecycle.DEAD
             record.touch("dead")
-            if record.channels is not None:
-                record.channels.broadcast(status_message("dead"))
             if isinstance(exc, HostsUnavailable):
                 # Its host is unreachable: the kernel stays listed (dead) for its user to
                 # restart once the host is back, instead of vanishing after the retention.
+                # No "dead" status on iopub: JupyterLab and Notebook 7 then drop the kernel's
+                # connection and their Restart does nothing; cells run meanwhile get the
+                # reason as their error (gateway.bridge).
                 record.reason = exc.message
                 raise
+            if record.channels is not None:
+                record.channels.broadcast(status_message("dead"))
             self.monitor.schedule_removal(record)
             where = f" on {record.host}" if record.host else ""
             detail = (

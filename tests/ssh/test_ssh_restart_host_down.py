@@ -9,6 +9,7 @@ admin's choice (``move_kernels_off_down_hosts``) and tells the user that its sta
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -64,8 +65,24 @@ async def test_restart_on_a_killed_host_is_a_503_and_works_once_the_host_is_back
         c = client_for(gw)
         model = await c.start_kernel("pinned", env={"KERNEL_REMOTE_HOST": host.ip})
         kid = model["id"]
+        ws = await c.connect(kid)
         testbed.kill_host(host)  # sshd, agent and kernel: the host is down
         assert await wait_until(lambda: gw.registry.records[kid].execution_state == "dead", 30)
+        # the client hears 'restarting', never 'dead' (stock clients disable Restart on it),
+        # and a cell run now gets the reason as its error instead of waiting forever
+        states = []
+        with contextlib.suppress(TimeoutError):
+            while True:  # what reached the client so far
+                msg = await asyncio.wait_for(ws.recv(), 1.5)
+                if msg["msg_type"] == "status":
+                    states.append(msg["content"]["execution_state"])
+        assert "restarting" in states and "dead" not in states, states
+        reply, iopub = await ws.execute("1 + 1")
+        assert reply["status"] == "error" and host.ip in reply["evalue"]
+        assert [m["content"]["ename"] for m in iopub if m["msg_type"] == "error"] == [
+            "KernelUnavailable"
+        ]
+        ws.close()
 
         status, body = await c.request("POST", f"/api/kernels/{kid}/restart", {})
         assert status == 503, body
