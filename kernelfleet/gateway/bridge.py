@@ -30,7 +30,7 @@ from traitlets.config import LoggingConfigurable
 
 from kernelfleet.config import option
 from kernelfleet.kernels.channels import KernelChannels
-from kernelfleet.kernels.notices import refusal_replies
+from kernelfleet.kernels.notices import refusal_replies, standin_kernel_info
 from kernelfleet.kernels.record import KernelRecord, Lifecycle
 from kernelfleet.kernels.wire import (
     V1_PROTOCOL,
@@ -229,10 +229,16 @@ class KernelConnection:
         """A shell request to a dead kernel: a cell gets the reason as its error output (a
         kernel kept for a restart once its host is back has no process to ask)."""
         header = _header(parts)
+        reason = self.record.reason or "The kernel is dead; restart it."
         if header.get("msg_type") == "execute_request":
-            reason = self.record.reason or "The kernel is dead; restart it."
-            for msg in refusal_replies(header, reason):
-                self.deliver(msg)
+            replies = refusal_replies(header, reason)
+        elif header.get("msg_type") == "kernel_info_request":
+            language = str(self.record.spec.get("language") or "")
+            replies = standin_kernel_info(header, reason, language)
+        else:
+            return
+        for msg in replies:
+            self.deliver(msg)
 
     def written(self) -> None:
         """The oldest message handed to ``send`` was written (writes complete in order)."""

@@ -55,3 +55,23 @@ def moved_notice(old_host: str, new_host: str) -> KernelMessage:
         f"This kernel's host {old_host} was unreachable, so it was restarted on {new_host}: "
         "its state (variables, imports, open files) is gone. Run your setup cells again."
     )
+
+
+def standin_kernel_info(request: dict[str, Any], reason: str, language: str) -> list[KernelMessage]:
+    """The answer to a ``kernel_info_request`` for a kernel that has no process now (its host
+    is unreachable): enough for a notebook to count the kernel as connected, so that its cells
+    reach the gateway and get :func:`refusal_replies`, and its Restart button still works."""
+    content = {
+        "status": "ok",
+        "protocol_version": "5.3",
+        "implementation": "kernelfleet-unavailable",
+        "implementation_version": "0",
+        "language_info": {"name": language or "python"},
+        "banner": reason,
+        "help_links": [],
+    }
+    return [
+        _message("iopub", "status", {"execution_state": "busy"}, request),
+        _message("shell", "kernel_info_reply", content, request),
+        _message("iopub", "status", {"execution_state": "idle"}, request),
+    ]
