@@ -15,8 +15,9 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
+from traitlets import TraitError
 from traitlets.config import Application, Config
-from traitlets.config.loader import KVArgParseConfigLoader
+from traitlets.config.loader import ArgumentError, KVArgParseConfigLoader
 
 from kernelfleet import __version__
 from kernelfleet.config import EnvError, config_from_env
@@ -50,6 +51,16 @@ def unknown_config(cli: Config, classes: Sequence[type[Any]]) -> str | None:
                 hint = f"; did you mean --{section}.{near[0]}?" if near else ""
                 return f"unknown option --{section}.{key}{hint}"
     return None
+
+
+def env_names_in(message: str, classes: Sequence[type[Any]]) -> str:
+    """The environment variables (set now) of the options *message* names, for an error."""
+    names = []
+    for cls in classes:
+        for trait_name, trait in cls.class_traits(config=True).items():
+            if f"'{trait_name}'" in message:
+                names += [n for n in trait.metadata.get("env", ()) if n in os.environ]
+    return ", ".join(names) or "the environment"
 
 
 def config_dir() -> str:
@@ -96,9 +107,12 @@ class KernelfleetCommand(Application):
 
     def initialize(self, argv: Any = None) -> None:
         """Defaults < ``KF_*`` environment < config file < command line, as for ``serve``."""
+        # traitlets' own handler of a bad value logs "CRITICAL | Bad config" and exits 1;
+        # call under it and answer as every other usage error does.
+        parse = Application.parse_command_line.__wrapped__  # type: ignore[attr-defined]
         try:
-            self.parse_command_line(argv)
-        except UnknownOption as exc:
+            parse(self, argv)
+        except (UnknownOption, TraitError, ArgumentError) as exc:
             self.fail(str(exc), code=2)
         if self.subapp is not None:
             return
@@ -112,10 +126,15 @@ class KernelfleetCommand(Application):
             self.update_config(config_from_env(self.option_classes))
         except EnvError as exc:
             self.fail(str(exc), code=2)
+        except TraitError as exc:
+            self.fail(f"{exc} Set by {env_names_in(str(exc), self.option_classes)}.", code=2)
         path = os.path.join(config_dir(), "kernelfleet_config.py")
         if os.path.isfile(path):  # e.g. the gateway's c.SSHProvisioner.* settings
             self.load_config_file(os.path.basename(path), os.path.dirname(path))
-        self.update_config(cli_config)
+        try:
+            self.update_config(cli_config)
+        except TraitError as exc:
+            self.fail(str(exc), code=2)
 
     def fail(self, message: str, code: int = 1) -> NoReturn:
         print(f"{self.name}: error: {message}", file=sys.stderr)

@@ -153,6 +153,14 @@ class BaseHandler(web.RequestHandler):
         self.finish(json.dumps(value))
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
+        if status_code == 405:  # RFC 9110: say which methods the URL takes
+            own = type(self)
+            allowed = [
+                m
+                for m in self.SUPPORTED_METHODS
+                if getattr(own, m.lower(), None) is not getattr(web.RequestHandler, m.lower())
+            ]
+            self.set_header("Allow", ", ".join(allowed))
         exc = kwargs.get("exc_info", (None, None, None))[1]
         if isinstance(exc, PublicError):
             body = exc.to_json()

@@ -553,7 +553,7 @@ class Agent:
                 break
             try:
                 request = json.loads(line)
-            except ValueError:
+            except (ValueError, RecursionError):
                 self.send({"event": "error", "message": "malformed request"})
                 continue
             if not isinstance(request, dict):

@@ -193,13 +193,6 @@ async def test_the_agent_answers_each_request_and_reads_on_after_any_line(
     event(f"{len(requests)} requests")
 
 
-@pytest.mark.xfail(
-    reason="agent.py's read loop catches ValueError, not RecursionError: a line nested ~50k "
-    "deep ends the agent (kernels survive; the gateway reconnects). launchers/agent.py owns "
-    "the fix: except (ValueError, RecursionError)",
-    raises=RecursionError,
-    strict=True,
-)
 async def test_a_line_nested_too_deep_is_an_error_event_not_the_end_of_the_agent(
     agent_module: types.ModuleType,
 ) -> None:

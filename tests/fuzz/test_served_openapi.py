@@ -143,8 +143,6 @@ CONFIG = schemathesis.Config.from_dict(
             "response_schema_conformance": {"enabled": True},
             "positive_data_acceptance": {"enabled": False},
             "negative_data_rejection": {"enabled": False},
-            # 405 answers carry no Allow header (reported; see test_a_405_names_the_allowed_methods)
-            "unsupported_method": {"enabled": False},
         },
     }
 )
@@ -197,11 +195,6 @@ def test_the_gateway_still_serves_after_the_run(served_gateway: Served) -> None:
     assert answer.status_code == 200 and answer.json()["kernelfleet_version"]
 
 
-@pytest.mark.xfail(
-    reason="a 405 carries no Allow header (RFC 9110 requires one; schemathesis' "
-    "unsupported_method check, disabled above); the gateway's handlers own the fix",
-    strict=True,
-)
 def test_a_405_names_the_allowed_methods(served_gateway: Served) -> None:
     for method, path, allowed in (
         ("DELETE", "api", {"GET"}),

@@ -112,16 +112,6 @@ def cli(app_cls: type, argv: list[str]) -> int:
     return 0
 
 
-def known_typed_option_gap(code: int | str, stderr: str, given: dict[str, str]) -> bool:
-    """A value traitlets cannot take exits 1 with its own CRITICAL log line (command line)
-    or raises TraitError (KF_SPEC_* variable) instead of the usage error (exit 2): reproduced
-    by the xfail tests test_a_value_traitlets_*. Remove this with them once fixed.
-    """
-    if code == 1 and "Bad config encountered" in stderr:  # also e.g. --display-name=--
-        return len(stderr.strip().splitlines()) == 1
-    return code == "TraitError" and bool(given.keys() & TYPED)
-
-
 @pytest.fixture
 def marker(tmp_path: Path) -> Iterator[Path]:
     """Where a hostile value would leave its mark if anything ever evaluated it."""
@@ -173,8 +163,6 @@ def test_any_option_value_installs_inert_data_or_is_a_one_line_usage_error(
     assert "Traceback" not in out + err, err
     event(f"exit {code}")
     if code != 0:
-        if known_typed_option_gap(code, err, given_options):
-            return
         assert code == 2, (code, err)
         lines = err.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith(f"{app_cls.name}: error: "), err
@@ -388,12 +376,6 @@ def test_a_python_path_that_is_not_utf8_is_a_usage_error(
         assert not any(tmp_path.rglob("kernel.json"))
 
 
-@pytest.mark.xfail(
-    reason="traitlets' own conversion error: exit 1 and a '[SSHInstallApp] CRITICAL | Bad "
-    "config encountered' log line, not the one-line usage error (exit 2); kernelfleet/cli/"
-    "base.py owns the fix",
-    strict=True,
-)
 def test_a_value_traitlets_cannot_take_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     for argv in (
         ["--launch-timeout=soon"],
@@ -406,13 +388,6 @@ def test_a_value_traitlets_cannot_take_is_a_usage_error(capsys: pytest.CaptureFi
         assert code == 2 and err.startswith("kernelfleet spec install ssh: error: "), err
 
 
-@pytest.mark.xfail(
-    reason="a KF_SPEC_* variable with a value its enum option cannot take raises TraitError "
-    "out of KernelfleetCommand.initialize (a traceback); kernelfleet/cli/base.py / config.py "
-    "own the fix",
-    raises=TraitError,
-    strict=True,
-)
 def test_a_value_traitlets_cannot_take_from_the_environment_is_a_usage_error(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
