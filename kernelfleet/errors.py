@@ -48,6 +48,16 @@ class NotFound(PublicError):
     reason = "Not Found"
 
 
+class PayloadTooLarge(PublicError):
+    status = 413
+    reason = "Payload Too Large"
+
+
+class HeadersTooLarge(PublicError):
+    status = 431
+    reason = "Request Header Fields Too Large"
+
+
 class Conflict(PublicError):
     status = 409
     reason = "Conflict"

@@ -101,3 +101,17 @@ def add_kernelspec(root: Path, name: str, spec: dict[str, Any]) -> Path:
 
 
 os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
+
+
+def message_header(msg_type: str, session: str = "s") -> dict[str, str]:
+    """A Jupyter message header, as a client sends it."""
+    import uuid
+
+    return {
+        "msg_id": uuid.uuid4().hex,
+        "msg_type": msg_type,
+        "session": session,
+        "username": "u",
+        "date": "2026-11-22T00:00:00.000000Z",
+        "version": "5.3",
+    }

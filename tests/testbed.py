@@ -27,8 +27,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 SSHD = "/usr/sbin/sshd"
 
@@ -414,3 +416,23 @@ class Testbed:
         deadline = time.monotonic() + 2
         while pids() and time.monotonic() < deadline:
             time.sleep(0.02)
+
+
+@contextlib.contextmanager
+def testbed_for_tests(n: int, *, wait: float = 60.0, **kwargs: Any) -> Iterator[Testbed]:
+    """A testbed of *n* hosts for a pytest fixture: the test skips (with the reason) when the
+    testbed cannot run here or another test session holds it; it is taken down after."""
+    import pytest
+
+    reason = missing_requirements()
+    if reason:
+        pytest.skip(reason)
+    bed = Testbed(n, **kwargs)
+    try:
+        bed.up(wait=wait)
+    except TestbedBusy as exc:
+        pytest.skip(str(exc))
+    try:
+        yield bed
+    finally:
+        bed.down()

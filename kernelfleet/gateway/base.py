@@ -9,7 +9,13 @@ from typing import TYPE_CHECKING, Any
 
 from tornado import web
 
-from kernelfleet.errors import BadRequest, NotFound, PublicError
+from kernelfleet.errors import (
+    BadRequest,
+    HeadersTooLarge,
+    NotFound,
+    PayloadTooLarge,
+    PublicError,
+)
 from kernelfleet.gateway.limits import HEADER_SLACK
 from kernelfleet.kernels.identity import Identity
 
@@ -46,16 +52,6 @@ class Services:
     limits: RequestLimits
     base_url: str = "/"
     cors: CorsSettings = field(default_factory=CorsSettings)
-
-
-class PayloadTooLarge(PublicError):
-    status = 413
-    reason = "Payload Too Large"
-
-
-class HeadersTooLarge(PublicError):
-    status = 431
-    reason = "Request Header Fields Too Large"
 
 
 @web.stream_request_body

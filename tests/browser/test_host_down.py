@@ -55,7 +55,7 @@ from tests.browser.harness import (
 )
 from tests.browser.ui import NotebookUI, check_shown, what_is_shown
 from tests.specs.fleet import ssh_env
-from tests.testbed import Network, Testbed, TestbedBusy, TestHost, missing_requirements
+from tests.testbed import Network, Testbed, TestHost, testbed_for_tests
 
 pytestmark = [*BROWSER, pytest.mark.ssh]
 
@@ -86,18 +86,8 @@ async () => {
 
 @pytest.fixture(scope="module")
 def testbed() -> Iterator[Testbed]:
-    reason = missing_requirements()
-    if reason:
-        pytest.skip(reason)
-    bed = Testbed(1, network=KFB)
-    try:
-        bed.up(wait=60)
-    except TestbedBusy as exc:
-        pytest.skip(str(exc))
-    try:
+    with testbed_for_tests(1, network=KFB) as bed:
         yield bed
-    finally:
-        bed.down()
 
 
 @pytest.fixture

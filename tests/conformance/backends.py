@@ -27,7 +27,7 @@ from kernelfleet.gateway.app import Gateway
 from kernelfleet.kernels.record import KernelRecord
 from kernelfleet.placement.fleet import reset_fleets
 from tests.conftest import add_kernelspec, client_for, temp_gateway
-from tests.testbed import Network, Testbed, TestbedBusy, missing_requirements
+from tests.testbed import Network, Testbed, testbed_for_tests
 
 #: Its own names, so this testbed runs beside those of tests/ssh and tests/specs.
 CONFORMANCE_TESTBED = Network("kfcbr0", "10.93.0", "kfc-host", "kfcv", Path("/run/kfc-testbed"))
@@ -128,18 +128,8 @@ async def ssh_backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
 
 def conformance_testbed() -> Any:
     """A 2-host testbed (a generator for the package-scoped fixture)."""
-    reason = missing_requirements()
-    if reason:
-        pytest.skip(reason)
-    bed = Testbed(2, network=CONFORMANCE_TESTBED)
-    try:
-        bed.up(wait=60)
-    except TestbedBusy as exc:
-        pytest.skip(str(exc))
-    try:
+    with testbed_for_tests(2, network=CONFORMANCE_TESTBED) as bed:
         yield bed
-    finally:
-        bed.down()
 
 
 #: Every backend, by name; the SSH one carries the ``ssh`` marker as tests/ssh does.

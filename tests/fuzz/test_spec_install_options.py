@@ -27,6 +27,7 @@ from kernelfleet.specs import builders
 from kernelfleet.specs.builders import SpecOptions
 from kernelfleet.specs.installer import install
 from tests.fuzz.strategies import HOSTILE_WORDS, any_text, fuzz_settings
+from tests.specs.test_install_cli import cli
 
 #: Commands hidden in values; MARK becomes a file that must never come to exist.
 SHELL_TRICKS = [
@@ -99,17 +100,6 @@ OPTIONS: dict[str, Any] = {
 #: Options whose values traitlets converts itself (before kernelfleet sees them).
 TYPED = {"--launch-timeout", "--language", "--spark-init-mode"}
 SSH_ONLY = {"--remote-hosts", "--port-range", "--load-balancing-algorithm"}
-
-
-def cli(app_cls: type, argv: list[str]) -> int:
-    """The command, in-process, as tests/specs/test_install_cli.py drives it."""
-    app = app_cls()
-    try:
-        app.initialize(argv)
-        app.start()
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
 
 
 @pytest.fixture

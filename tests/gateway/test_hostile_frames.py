@@ -11,7 +11,6 @@ import asyncio
 import json
 import logging
 import struct
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -21,19 +20,9 @@ from tornado.websocket import WebSocketClosedError
 from kernelfleet.client import GatewayClient, KernelSocket, stdout_of
 from kernelfleet.kernels.wire import V1_PROTOCOL, KernelMessage, _dump
 from tests.conftest import client_for, temp_gateway
+from tests.conftest import message_header as _header
 
 DEADLINE = 60.0  # liveness, not latency: generous on a loaded CI machine
-
-
-def _header(msg_type: str) -> dict[str, Any]:
-    return {
-        "msg_id": uuid.uuid4().hex,
-        "msg_type": msg_type,
-        "session": "s",
-        "username": "u",
-        "date": "2026-11-22T00:00:00.000000Z",
-        "version": "5.3",
-    }
 
 
 def _v1(channel: str, parts: list[bytes]) -> bytes:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import uuid
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ from jupyter_server.services.kernels.connection.base import serialize_msg_to_ws_
 from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
+from tests.conftest import message_header as header
 from tests.gatewayproc import GatewayProcess
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
@@ -38,17 +38,6 @@ def vm(pid: int, field: str) -> int:
         if line.startswith(f"{field}:"):
             return int(line.split()[1]) * 1024
     raise AssertionError(f"no {field} for {pid}")
-
-
-def header(msg_type: str) -> dict[str, str]:
-    return {
-        "msg_id": uuid.uuid4().hex,
-        "msg_type": msg_type,
-        "session": "crowd",
-        "username": "crowd",
-        "date": "2026-12-03T00:00:00.000000Z",
-        "version": "5.3",
-    }
 
 
 def v1_message(size: int) -> bytes:

@@ -17,6 +17,7 @@ from jupyter_server.services.kernels.connection.base import (
 from kernelfleet.client import GatewayClient
 from kernelfleet.kernels.wire import V1_PROTOCOL
 from tests.conftest import client_for, temp_gateway
+from tests.conftest import message_header as _header
 
 # A comm target in the kernel that echoes every message back with its buffers reversed.
 ECHO_TARGET = """
@@ -27,17 +28,6 @@ def _echo(comm, open_msg):
         comm.send({"echo": msg["content"]["data"]}, buffers=back)
 get_ipython().kernel.comm_manager.register_target("echo", _echo)
 """
-
-
-def _header(msg_type: str) -> dict:  # type: ignore[type-arg]
-    return {
-        "msg_id": uuid.uuid4().hex,
-        "msg_type": msg_type,
-        "session": "s",
-        "username": "u",
-        "date": "2026-11-22T00:00:00.000000Z",
-        "version": "5.3",
-    }
 
 
 async def test_v1_subprotocol_round_trips_binary_buffers(client: GatewayClient) -> None:

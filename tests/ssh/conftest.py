@@ -14,7 +14,7 @@ from kernelfleet.placement.fleet import reset_fleets
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ssh_helpers import IMPERSONATED_USER, SERVICE_USER, Specs
-from testbed import Testbed, TestbedBusy, missing_requirements
+from testbed import Testbed, testbed_for_tests
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -26,18 +26,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def testbed() -> Iterator[Testbed]:
-    reason = missing_requirements()
-    if reason:
-        pytest.skip(reason)
-    bed = Testbed(3, user=IMPERSONATED_USER, service_user=SERVICE_USER)
-    try:
-        bed.up(wait=30)
-    except TestbedBusy as exc:
-        pytest.skip(str(exc))
-    try:
+    with testbed_for_tests(3, wait=30, user=IMPERSONATED_USER, service_user=SERVICE_USER) as bed:
         yield bed
-    finally:
-        bed.down()
 
 
 @pytest.fixture(scope="session")
