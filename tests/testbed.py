@@ -419,7 +419,7 @@ class Testbed:
 
 
 @contextlib.contextmanager
-def testbed_for_tests(n: int, *, wait: float = 60.0, **kwargs: Any) -> Iterator[Testbed]:
+def running_testbed(n: int, *, wait: float = 60.0, **kwargs: Any) -> Iterator[Testbed]:
     """A testbed of *n* hosts for a pytest fixture: the test skips (with the reason) when the
     testbed cannot run here or another test session holds it; it is taken down after."""
     import pytest

@@ -55,7 +55,7 @@ from tests.browser.harness import (
 )
 from tests.browser.ui import NotebookUI, check_shown, what_is_shown
 from tests.specs.fleet import ssh_env
-from tests.testbed import Network, Testbed, TestHost, testbed_for_tests
+from tests.testbed import Network, Testbed, TestHost, running_testbed
 
 pytestmark = [*BROWSER, pytest.mark.ssh]
 
@@ -86,7 +86,7 @@ async () => {
 
 @pytest.fixture(scope="module")
 def testbed() -> Iterator[Testbed]:
-    with testbed_for_tests(1, network=KFB) as bed:
+    with running_testbed(1, network=KFB) as bed:
         yield bed
 
 

@@ -27,7 +27,7 @@ from kernelfleet.gateway.app import Gateway
 from kernelfleet.kernels.record import KernelRecord
 from kernelfleet.placement.fleet import reset_fleets
 from tests.conftest import add_kernelspec, client_for, temp_gateway
-from tests.testbed import Network, Testbed, testbed_for_tests
+from tests.testbed import Network, Testbed, running_testbed
 
 #: Its own names, so this testbed runs beside those of tests/ssh and tests/specs.
 CONFORMANCE_TESTBED = Network("kfcbr0", "10.93.0", "kfc-host", "kfcv", Path("/run/kfc-testbed"))
@@ -128,7 +128,7 @@ async def ssh_backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
 
 def conformance_testbed() -> Any:
     """A 2-host testbed (a generator for the package-scoped fixture)."""
-    with testbed_for_tests(2, network=CONFORMANCE_TESTBED) as bed:
+    with running_testbed(2, network=CONFORMANCE_TESTBED) as bed:
         yield bed
 
 

@@ -14,7 +14,7 @@ from kernelfleet.placement.fleet import reset_fleets
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ssh_helpers import IMPERSONATED_USER, SERVICE_USER, Specs
-from testbed import Testbed, testbed_for_tests
+from testbed import Testbed, running_testbed
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -26,7 +26,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def testbed() -> Iterator[Testbed]:
-    with testbed_for_tests(3, wait=30, user=IMPERSONATED_USER, service_user=SERVICE_USER) as bed:
+    with running_testbed(3, wait=30, user=IMPERSONATED_USER, service_user=SERVICE_USER) as bed:
         yield bed
 
 
