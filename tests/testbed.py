@@ -395,6 +395,12 @@ class Testbed:
         """Kill every process of the host: its sshd, agents and kernels."""
         self._kill_netns(host.netns, grace=0)
 
+    def revive(self, host: TestHost) -> None:
+        """Undo what a test did to *host*: its link up, its sshd running."""
+        self.set_link(host, True)
+        if self.sshd_pid(host) is None:
+            self.start_sshd(host)
+
     def set_link(self, host: TestHost, up: bool) -> None:
         _run("ip", "link", "set", host.veth, "up" if up else "down")
 

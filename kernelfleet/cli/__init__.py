@@ -9,14 +9,13 @@ from __future__ import annotations
 import sys
 from textwrap import dedent
 
-from traitlets.config import Application
-
-from kernelfleet import __version__
+from kernelfleet.cli.base import KernelfleetCommand
 
 
-class KernelFleetApp(Application):
+class KernelFleetApp(KernelfleetCommand):
+    """``kernelfleet``: dispatches to a subcommand, else prints help (exit 2) as they do."""
+
     name = "kernelfleet"
-    version = __version__
     description = "kernelfleet: run Jupyter kernels on a fleet of hosts."
     examples = dedent("""
         kernelfleet serve --ip=0.0.0.0 --port=8888     # start the gateway
@@ -29,13 +28,6 @@ class KernelFleetApp(Application):
         "spec": ("kernelfleet.cli.spec.SpecApp", "Manage kernelspecs for the fleet."),
         "hosts": ("kernelfleet.cli.hosts.HostsApp", "Check the hosts of the fleet."),
     }
-
-    def start(self) -> None:
-        if self.subapp is not None:
-            self.subapp.start()
-            return
-        self.print_help()
-        self.exit(2)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -100,13 +100,16 @@ class BaseHandler(web.RequestHandler):
                     f"Content-Length {declared[:40]!r} is not a byte count; send a valid one."
                 )
             if int(declared) > limits.max_body_bytes:
-                raise PayloadTooLarge(
-                    f"The request body is too large ({int(declared) // 1024} KiB, the limit is "
-                    f"{limits.max_body_kb} KiB); API requests are a few KiB."
-                )
+                raise self._too_large(f"{int(declared) // 1024} KiB")
         # A chunked body over the limit is dropped as it arrives (json_body answers 413); the
         # server cuts off at four times the limit (a bare 400: it no longer reads at all).
         self.request.connection.set_max_body_size(HEADER_SLACK * limits.max_body_bytes)  # type: ignore[union-attr]
+
+    def _too_large(self, size: str) -> PayloadTooLarge:
+        return PayloadTooLarge(
+            f"The request body is too large (the limit is {self.kf.limits.max_body_kb} KiB, "
+            f"it has {size}); API requests are a few KiB."
+        )
 
     def data_received(self, chunk: bytes) -> None:
         # Raising here would close the connection unanswered: mark and drop instead.
@@ -126,10 +129,7 @@ class BaseHandler(web.RequestHandler):
     def json_body(self) -> dict[str, Any]:
         """The request body as a JSON object; ``Content-Type`` is not required."""
         if self._body_over:
-            raise PayloadTooLarge(
-                f"The request body is larger than {self.kf.limits.max_body_kb} KiB; API "
-                "requests are a few KiB."
-            )
+            raise self._too_large("more than that")
         raw = bytes(self._body or b"")
         if not raw.strip():
             return {}

@@ -31,6 +31,8 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import add_kernelspec
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless",
@@ -278,20 +280,6 @@ def jupyter_world(tmp_path: Path) -> dict[str, str]:
         json.dumps({"fetchNews": "false", "checkForUpdates": False})
     )
     return env
-
-
-def add_kernelspec(jupyter_path: Path, name: str, spec: dict[str, Any]) -> None:
-    """A kernelspec for this interpreter's ipykernel, with *spec*'s keys on top."""
-    kdir = jupyter_path / "kernels" / name
-    kdir.mkdir(parents=True, exist_ok=True)
-    full = {
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": name,
-        "language": "python",
-        "metadata": {},
-        **spec,
-    }
-    (kdir / "kernel.json").write_text(json.dumps(full))
 
 
 def add_ssh_kernelspec(

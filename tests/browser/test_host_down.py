@@ -95,8 +95,7 @@ def host(testbed: Testbed) -> Iterator[TestHost]:
     """The testbed's host, up again after the test whatever happened."""
     victim = testbed.host(1)
     yield victim
-    if testbed.sshd_pid(victim) is None:
-        testbed.start_sshd(victim)
+    testbed.revive(victim)
 
 
 @pytest.fixture

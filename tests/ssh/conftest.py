@@ -56,3 +56,12 @@ async def fleet_reset(ssh_env: dict[str, str]) -> AsyncIterator[None]:
 @pytest.fixture
 def specs(tmp_path: Path, fleet_reset: None) -> Specs:
     return Specs(tmp_path / "kernels")
+
+
+@pytest.fixture
+def jupyter_path(specs: Specs, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """A Jupyter path holding *specs*, for a gateway that serves them (private dirs)."""
+    monkeypatch.setenv("JUPYTER_PATH", str(specs.root.parent))
+    monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / "runtime"))
+    return specs.root

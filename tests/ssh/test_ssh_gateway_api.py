@@ -14,14 +14,6 @@ from tests.conftest import client_for, temp_gateway
 pytestmark = pytest.mark.timeout(180)
 
 
-@pytest.fixture
-def jupyter_path(specs: Specs, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    monkeypatch.setenv("JUPYTER_PATH", str(specs.root.parent))
-    monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / "runtime"))
-    return specs.root
-
-
 async def test_a_remote_kernel_through_the_api_with_logs_and_pinning(
     testbed: Testbed, specs: Specs, jupyter_path: Path
 ) -> None:

@@ -41,8 +41,7 @@ async def shutdown(kms: list[AsyncKernelManager]) -> None:
 def killed_host(testbed: Testbed) -> Iterator[TestHost]:
     host = testbed.host(3)
     yield host
-    if testbed.sshd_pid(host) is None:
-        testbed.start_sshd(host)
+    testbed.revive(host)
 
 
 @pytest.fixture

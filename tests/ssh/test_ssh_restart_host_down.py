@@ -18,7 +18,6 @@ from ssh_helpers import Specs, wait_until
 from testbed import Testbed, TestHost
 
 from kernelfleet.client import GatewayClient, stdout_of
-from kernelfleet.gateway.app import Gateway
 from tests.conftest import client_for, temp_gateway
 
 pytestmark = pytest.mark.timeout(150)
@@ -28,20 +27,10 @@ FAST = {"KernelMonitor": {"monitor_interval": 0.5, "restart_limit": 1}}
 
 
 @pytest.fixture
-def jupyter_path(specs: Specs, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    monkeypatch.setenv("JUPYTER_PATH", str(specs.root.parent))
-    monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / "runtime"))
-    return specs.root
-
-
-@pytest.fixture
 def host(testbed: Testbed) -> Iterator[TestHost]:
     victim = testbed.host(3)
     yield victim
-    testbed.set_link(victim, True)
-    if testbed.sshd_pid(victim) is None:
-        testbed.start_sshd(victim)
+    testbed.revive(victim)
 
 
 async def hostname(c: GatewayClient, kernel_id: str) -> str:
@@ -51,10 +40,6 @@ async def hostname(c: GatewayClient, kernel_id: str) -> str:
     finally:
         ws.close()
     return stdout_of(iopub).strip()
-
-
-async def state_of(gw: Gateway, kernel_id: str) -> str:
-    return gw.registry.records[kernel_id].execution_state
 
 
 async def test_restart_on_a_killed_host_is_a_503_and_works_once_the_host_is_back(
