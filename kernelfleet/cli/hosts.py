@@ -5,7 +5,9 @@ With neither ``--spec`` nor ``--hosts`` it checks every installed SSH kernelspec
 SSH settings are the provisioner's (``KF_SSH_USER``, ``KF_SSH_PORT``, ``KF_SSH_KEY``,
 ``KF_SSH_KNOWN_HOSTS``, ``KF_AGENT_PYTHON``, ``--SSHProvisioner.*``), overridden by the
 kernelspec's own provisioner config when ``--spec`` names one, so the check connects exactly as
-the gateway will. The checks themselves are in :mod:`kernelfleet.specs.hostcheck`.
+the gateway will; they are read through the ssh spec kind
+(:func:`kernelfleet.specs.kinds.ssh.provisioner_settings`), as ``spec sync`` reads them. The
+checks themselves are in :mod:`kernelfleet.specs.hostcheck`.
 """
 
 from __future__ import annotations
@@ -19,11 +21,11 @@ from typing import Any
 from traitlets import Float, Unicode
 
 from kernelfleet.cli.base import KernelfleetCommand, table
-from kernelfleet.cli.spec import FleetCommand, ssh_provisioner
+from kernelfleet.cli.spec import FleetCommand
 from kernelfleet.config import option
 from kernelfleet.errors import PublicError
 from kernelfleet.specs import hostcheck, installer
-from kernelfleet.specs.builders import SSH_PROVISIONER as SSH
+from kernelfleet.specs.kinds import ssh as ssh_kind
 from kernelfleet.specs.verdicts import HostReport
 
 
@@ -90,7 +92,8 @@ class CheckApp(FleetCommand):
         elif self.hosts:
             rows = [None]
         else:
-            rows = [r for r in installer.list_specs(ksm) if r.provisioner == SSH and r.hosts]
+            ssh = ssh_kind.SSHKind.provisioner_name
+            rows = [r for r in installer.list_specs(ksm) if r.provisioner == ssh and r.hosts]
             if not rows:
                 self.fail(
                     "no hosts to check: no installed kernelspec runs on SSH hosts. Pass "
@@ -99,7 +102,8 @@ class CheckApp(FleetCommand):
                 )
         jobs = []
         for row in rows:
-            provisioner = ssh_provisioner(self.config, row.provisioner_config if row else None)
+            spec_config = row.provisioner_config if row else None
+            provisioner = ssh_kind.provisioner_settings(self.config, spec_config)
             provisioner.ports()  # a bad port_range is an error before anything connects
             jobs.append((row, provisioner))
         return jobs

@@ -1,26 +1,36 @@
-"""``kernelfleet spec install ssh|local | list | remove | sync``: argument parsing and output only.
+"""``kernelfleet spec install <kind> | list | remove | sync``: argument parsing and output only.
 
 The work is done by :mod:`kernelfleet.specs` (pure builders, the installer, the SSH sync).
-Install options keep the names of ``jupyter ssh-spec install`` so an admin's habits work.
-Every option is also a config entry and a ``KF_SPEC_*`` environment variable (see ``--help-all``).
+``spec install`` has one subcommand per spec kind (:mod:`kernelfleet.specs.kinds`), made by
+:func:`install_command` from the kind's class: the options every kind shares are declared once
+here (:class:`InstallBase`), the kind's own are its traits. Install options keep the names of
+``jupyter ssh-spec install`` so an admin's habits work. Every option is also a config entry and
+a ``KF_SPEC_*`` environment variable (see ``--help-all``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import os
 import sys
 from textwrap import dedent
-from typing import Any
+from typing import Any, ClassVar, cast
 
-from traitlets import Bool, CaselessStrEnum, Float, Unicode, default
+from traitlets import Bool, CaselessStrEnum, Container, Float, Unicode, default
 from traitlets import List as TList
 
 from kernelfleet.cli.base import KernelfleetCommand, split_list, table
 from kernelfleet.config import option
 from kernelfleet.errors import PublicError
-from kernelfleet.specs import builders, installer
+from kernelfleet.specs import installer, kinds
+from kernelfleet.specs import options as spec_options
+from kernelfleet.specs.kinds import SpecKind, flag_of
+from kernelfleet.specs.kinds import ssh as ssh_kind
+from kernelfleet.specs.kinds.local import LocalKind
+from kernelfleet.specs.kinds.ssh import SSHKind
+from kernelfleet.specs.options import SpecOptions
 
 
 class SpecDirsCommand(KernelfleetCommand):
@@ -40,14 +50,6 @@ class SpecDirsCommand(KernelfleetCommand):
         return installer.spec_manager(extra)
 
 
-def ssh_provisioner(config: Any, spec_config: dict[str, Any] | None = None) -> Any:
-    """The SSH provisioner's settings (app config < environment < kernelspec config)."""
-    from kernelfleet.provisioners.ssh import SSHProvisioner
-
-    known = {k: v for k, v in (spec_config or {}).items() if SSHProvisioner.class_traits().get(k)}
-    return SSHProvisioner(config=config, **known)
-
-
 class FleetCommand(SpecDirsCommand):
     """A command that reaches hosts over SSH with the provisioner's settings."""
 
@@ -65,9 +67,8 @@ class FleetCommand(SpecDirsCommand):
 
     @property
     def option_classes(self) -> list[type[Any]]:
-        from kernelfleet.provisioners.ssh import SSHProvisioner
-
-        return [type(self), SSHProvisioner]
+        """This command's options and the SSH provisioner's (``KF_SSH_*``, ...)."""
+        return [type(self), ssh_kind.provisioner_class()]
 
     @property
     def classes(self) -> list[type[Any]]:  # type: ignore[override]
@@ -90,7 +91,11 @@ class FleetCommand(SpecDirsCommand):
 
 
 class InstallBase(KernelfleetCommand):
-    kind = "ssh"
+    """``kernelfleet spec install <kind>``: the options every kind shares. The command of one
+    kind is a subclass made by :func:`install_command`, with the kind's options added."""
+
+    #: The kind this command installs.
+    kind_class: ClassVar[type[SpecKind]]
     takes_arguments = False
 
     kernel_name = option(
@@ -103,7 +108,7 @@ class InstallBase(KernelfleetCommand):
     )
     language = option(
         CaselessStrEnum(
-            list(builders.LANGUAGES),
+            list(spec_options.LANGUAGES),
             default_value="python",
             help="Kernel language: python (ipykernel), r (IRkernel) or scala (Apache Toree, "
             "always with Spark). Default: python.",
@@ -138,7 +143,7 @@ class InstallBase(KernelfleetCommand):
     )
     launch_timeout = option(
         Float(
-            builders.DEFAULT_LAUNCH_TIMEOUT,
+            spec_options.DEFAULT_LAUNCH_TIMEOUT,
             help="Seconds a kernel of this spec may take to start (written to the spec). "
             "Default: 60.",
         ),
@@ -146,9 +151,9 @@ class InstallBase(KernelfleetCommand):
     )
     ipykernel_subclass_name = option(
         Unicode(
-            builders.DEFAULT_KERNEL_CLASS,
+            spec_options.DEFAULT_KERNEL_CLASS,
             help="Kernel class for Python kernels (an ipykernel subclass, 'module.Class'). "
-            f"Default: {builders.DEFAULT_KERNEL_CLASS}.",
+            f"Default: {spec_options.DEFAULT_KERNEL_CLASS}.",
         ),
         "KF_SPEC_IPYKERNEL_SUBCLASS_NAME",
     )
@@ -160,7 +165,7 @@ class InstallBase(KernelfleetCommand):
     )
     spark_master = option(
         Unicode(
-            builders.DEFAULT_SPARK_MASTER,
+            spec_options.DEFAULT_SPARK_MASTER,
             help="Spark master URL for --spark: yarn, spark://host:port, local[N]. Default: yarn.",
         ),
         "KF_SPEC_SPARK_MASTER",
@@ -171,8 +176,8 @@ class InstallBase(KernelfleetCommand):
     )
     spark_init_mode = option(
         CaselessStrEnum(
-            list(builders.INIT_MODES),
-            default_value=builders.DEFAULT_INIT_MODE,
+            list(spec_options.INIT_MODES),
+            default_value=spec_options.DEFAULT_INIT_MODE,
             help="When the Spark session is created: lazy (in the background, the kernel is "
             "usable at once), eager (before the kernel is ready) or none. Default: lazy.",
         ),
@@ -221,7 +226,7 @@ class InstallBase(KernelfleetCommand):
 
     @default("spark_home")
     def _default_spark_home(self) -> str:
-        return os.environ.get("SPARK_HOME") or builders.DEFAULT_SPARK_HOME
+        return os.environ.get("SPARK_HOME") or spec_options.DEFAULT_SPARK_HOME
 
     aliases = {
         "kernel-name": "{cls}.kernel_name",
@@ -247,12 +252,17 @@ class InstallBase(KernelfleetCommand):
         "dry-run": ("dry_run", "Print the kernel.json; write nothing."),
     }
 
-    def extra_options(self) -> dict[str, Any]:
-        return {}
+    def kind_options(self) -> dict[str, Any]:
+        """The values of the kind's own options (list options also take comma lists)."""
+        values = {}
+        for name, trait in self.kind_class.option_traits().items():
+            value = getattr(self, name)
+            values[name] = split_list(value) if isinstance(trait, Container) else value
+        return values
 
-    def options(self) -> builders.SpecOptions:
-        return builders.SpecOptions(
-            kind=self.kind,
+    def options(self) -> SpecOptions:
+        return SpecOptions(
+            kind=self.kind_class.kind,
             kernel_name=self.kernel_name,
             display_name=self.display_name,
             language=self.language,
@@ -267,7 +277,7 @@ class InstallBase(KernelfleetCommand):
             spark_init_mode=self.spark_init_mode,
             extra_spark_opts=self.extra_spark_opts,
             toree_jar=self.toree_jar,
-            **self.extra_options(),
+            kind_options=self.kind_options(),
         )
 
     def start(self) -> None:
@@ -285,83 +295,72 @@ class InstallBase(KernelfleetCommand):
             return
         verb = "Replaced" if done.replaced else "Installed"
         print(f"{verb} kernelspec {done.name} in {done.path}")
-        if self.kind == "ssh":
-            print(
-                f"Next: 'kernelfleet spec sync {done.name}' copies it to the hosts at the same "
-                f"path, then 'kernelfleet hosts check --spec {done.name}' checks they can run it."
-            )
+        next_steps = self.kind_class.next_steps(done.name)
+        if next_steps:
+            print(next_steps)
 
 
-def _finish_install_app(cls: type[InstallBase]) -> type[InstallBase]:
-    """Bind the shared alias/flag tables to the concrete class name."""
-    cls.aliases = {k: v.format(cls=cls.__name__) for k, v in InstallBase.aliases.items()}
-    cls.aliases.update(getattr(cls, "own_aliases", {}))
-    cls.flags = {
-        flag: ({cls.__name__: {trait: True}}, text)
+_COMMANDS: dict[type[SpecKind], type[InstallBase]] = {}
+
+
+def install_command(kind: type[SpecKind]) -> type[InstallBase]:
+    """The ``kernelfleet spec install <kind>`` command of *kind* (made once, then reused).
+
+    A subclass of :class:`InstallBase` named :meth:`SpecKind.command_name` (its config
+    section: ``c.SSHInstallApp.remote_hosts``), holding a copy of each of the kind's option
+    traits: ``--remote-hosts`` (a ``Bool`` option is a flag), ``--SSHInstallApp.remote_hosts``
+    and the option's environment variable.
+    """
+    made = _COMMANDS.get(kind)
+    if made is not None:
+        return made
+    own = kind.option_traits()
+    clash = sorted(set(own) & set(dir(InstallBase)))
+    if clash:
+        raise TypeError(f"{kind.__name__}: options {clash} clash with those of every kind")
+    cls_name = kind.command_name()
+    aliases = {k: v.format(cls=cls_name) for k, v in InstallBase.aliases.items()}
+    flags = {
+        flag: ({cls_name: {trait: True}}, text)
         for flag, (trait, text) in InstallBase.flag_defs.items()
     }
+    for name, trait in own.items():
+        word = flag_of(name).removeprefix("--")
+        if isinstance(trait, Bool):
+            flags[word] = ({cls_name: {name: True}}, (trait.help or name).splitlines()[0])
+        else:
+            aliases[word] = f"{cls_name}.{name}"
+    namespace: dict[str, Any] = {
+        "__module__": __name__,
+        "__qualname__": cls_name,
+        "__doc__": kind.description,
+        "name": f"kernelfleet spec install {kind.kind}",
+        "description": kind.description,
+        "examples": kind.examples,
+        "kind_class": kind,
+        "aliases": aliases,
+        "flags": flags,
+        **{name: copy.deepcopy(trait) for name, trait in own.items()},
+    }
+    cls = cast(type[InstallBase], type(cls_name, (InstallBase,), namespace))
+    _COMMANDS[kind] = cls
     return cls
 
 
-@_finish_install_app
-class SSHInstallApp(InstallBase):
-    name = "kernelfleet spec install ssh"
-    description = "Install a kernelspec whose kernels run on SSH hosts (kernelfleet-ssh)."
-    examples = dedent("""
-        kernelfleet spec install ssh --remote-hosts=host1 --remote-hosts=host2 --user
-        kernelfleet spec install ssh --spark --spark-master=spark://master:7077 --remote-hosts=h1,h2
-        kernelfleet spec install ssh --language=r --kernel-name=ssh_r --dry-run
-        """)
-    kind = "ssh"
-    remote_hosts = option(
-        TList(
-            Unicode(),
-            help="Hosts the kernels may run on (repeatable or comma list). "
-            "Default: the gateway's KF_REMOTE_HOSTS.",
-        ),
-        "KF_SPEC_REMOTE_HOSTS",
-    )
-    port_range = option(
-        Unicode("", help="Ports the kernels may listen on, 'lo..hi'. Default: any free port."),
-        "KF_SPEC_PORT_RANGE",
-    )
-    load_balancing_algorithm = option(
-        Unicode(
-            "", help="round-robin, least-connection or load. Default: the gateway's (round-robin)."
-        ),
-        "KF_SPEC_LOAD_BALANCING_ALGORITHM",
-    )
-    own_aliases = {
-        "remote-hosts": "SSHInstallApp.remote_hosts",
-        "port-range": "SSHInstallApp.port_range",
-        "load-balancing-algorithm": "SSHInstallApp.load_balancing_algorithm",
-    }
-
-    def extra_options(self) -> dict[str, Any]:
-        return {
-            "remote_hosts": split_list(self.remote_hosts),
-            "port_range": self.port_range,
-            "load_balancing_algorithm": self.load_balancing_algorithm,
-        }
-
-
-@_finish_install_app
-class LocalInstallApp(InstallBase):
-    name = "kernelfleet spec install local"
-    description = "Install a kernelspec whose kernels run on the gateway's machine."
-    examples = dedent("""
-        kernelfleet spec install local --spark --spark-master=local[2] --user
-        """)
-    kind = "local"
+#: The built-in kinds' commands, by the names configs and scripts know them by.
+SSHInstallApp = install_command(SSHKind)
+LocalInstallApp = install_command(LocalKind)
 
 
 class InstallApp(KernelfleetCommand):
     name = "kernelfleet spec install"
     description = "Install a kernelspec: 'ssh' (kernels on SSH hosts) or 'local'."
-    subcommands = {
-        "ssh": (SSHInstallApp, SSHInstallApp.description),
-        "local": (LocalInstallApp, LocalInstallApp.description),
-    }
+
+    @default("subcommands")
+    def _one_per_kind(self) -> dict[str, Any]:
+        return {
+            name: (install_command(kind), kind.description) for name, kind in kinds.KINDS.items()
+        }
 
 
 # -- list / remove ------------------------------------------------------------------------------
@@ -387,14 +386,18 @@ class ListApp(SpecDirsCommand):
                         r.name,
                         r.display_name,
                         r.provisioner,
-                        ",".join(r.hosts)
-                        or ("(KF_REMOTE_HOSTS)" if r.provisioner == "kernelfleet-ssh" else "-"),
+                        ",".join(r.hosts) or _hosts_when_none(r.provisioner),
                         r.language,
                     ]
                     for r in rows
                 ],
             )
         )
+
+
+def _hosts_when_none(provisioner_name: str) -> str:
+    kind = kinds.by_provisioner(provisioner_name)
+    return kind.hosts_when_none if kind is not None else "-"
 
 
 class RemoveApp(SpecDirsCommand):
@@ -412,6 +415,9 @@ class RemoveApp(SpecDirsCommand):
                 print(f"Removed kernelspec {name} ({path})")
         except PublicError as exc:
             self.fail_public(exc)
+
+
+SSH = SSHKind.provisioner_name
 
 
 class SyncApp(FleetCommand):
@@ -435,14 +441,14 @@ class SyncApp(FleetCommand):
             if self.extra_args:
                 rows = [installer.find_spec(ksm, name) for name in self.extra_args]
             else:
-                rows = [r for r in installer.list_specs(ksm) if r.provisioner == "kernelfleet-ssh"]
+                rows = [r for r in installer.list_specs(ksm) if r.provisioner == SSH]
         except PublicError as exc:
             self.fail_public(exc)
         if not rows:
-            self.fail("no kernelfleet-ssh kernelspecs to sync (name them, or install one)", 2)
+            self.fail(f"no {SSH} kernelspecs to sync (name them, or install one)", 2)
         work: dict[str, tuple[Any, list[sync.LocalSpec]]] = {}
         for row in rows:
-            provisioner = ssh_provisioner(self.config, row.provisioner_config)
+            provisioner = ssh_kind.provisioner_settings(self.config, row.provisioner_config)
             local = sync.LocalSpec.read(row.name, row.resource_dir)
             for host in self.host_list(provisioner):
                 work.setdefault(host, (provisioner.target_for(host), []))[1].append(local)

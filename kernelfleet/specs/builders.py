@@ -4,13 +4,19 @@ Nothing here does I/O. :func:`build_spec` turns a validated :class:`SpecOptions`
 resource directory into the files of a kernelspec; :mod:`kernelfleet.specs.installer` writes
 them. Every option's effect is unit-tested in ``tests/specs/test_builders.py``.
 
+What is built here is the same for every spec kind; what differs per kind (the provisioner
+named, the kind's own options and their part of ``kernel_provisioner.config``, where the default
+display name says kernels run) comes from the spec's :class:`~kernelfleet.specs.kinds.SpecKind`
+(:mod:`kernelfleet.specs.kinds`): no branch here names a kind.
+
 Shapes (``<dir>`` is the kernelspec's resource directory, the same path on every host):
 
 - Python: ``python -m ipykernel_launcher -f {connection_file}`` (plus
   ``--IPKernelApp.kernel_class=…`` for an ipykernel subclass).
 - R: IRkernel's own argv (``R --slave -e IRkernel::main() --args {connection_file}``).
-  IRkernel (like Apache Toree) has no CurveZMQ support, so R and Scala specs switch
-  ``transport_encryption`` off: their traffic is HMAC-signed but not encrypted.
+  IRkernel (like Apache Toree) has no CurveZMQ support, so kinds whose provisioner encrypts
+  (ssh) switch ``transport_encryption`` off for R and Scala specs: their traffic is HMAC-signed
+  but not encrypted.
 - Spark (``--spark``, always for Scala): ``<dir>/bin/run.sh`` runs ``spark-submit`` in client
   mode with the application named after the kernel id; the app is kernelfleet's launcher
   (``<dir>/scripts/spark_kernel.py`` for Python, ``spark_kernel.R`` for R) or Apache Toree's jar
@@ -26,7 +32,8 @@ Shapes (``<dir>`` is the kernelspec's resource directory, the same path on every
   not resolve).
 
 ``metadata.kernel_provisioner.config`` holds only settings that differ from the provisioner's
-defaults, plus ``launch_timeout`` (always, as admins expect from ``jupyter ssh-spec``).
+defaults (the kind's first, then ``authorized_users`` / ``unauthorized_users``), plus
+``launch_timeout`` (always, as admins expect from ``jupyter ssh-spec``).
 ``metadata.kernelfleet`` records how the spec was made (used by ``spec list`` and
 ``hosts check``).
 """
@@ -40,23 +47,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from kernelfleet import __version__
-from kernelfleet.errors import BadRequest
 from kernelfleet.launchers import spark_kernel
-from kernelfleet.transport.protocol import PORT_NAMES, parse_port_range
-
-KINDS = ("ssh", "local")
-LANGUAGES = ("python", "r", "scala")
-INIT_MODES = ("lazy", "eager", "none")
-LOAD_BALANCING = ("round-robin", "least-connection", "load")
-
-DEFAULT_KERNEL_CLASS = "ipykernel.ipkernel.IPythonKernel"
-DEFAULT_LAUNCH_TIMEOUT = 60.0
-DEFAULT_SPARK_MASTER = "yarn"
-DEFAULT_SPARK_HOME = "/opt/spark"
-DEFAULT_INIT_MODE = "lazy"
-
-SSH_PROVISIONER = "kernelfleet-ssh"
-LOCAL_PROVISIONER = "kernelfleet-local"  # our local provisioner: accepts the policy keys
+from kernelfleet.specs import kinds
+from kernelfleet.specs.kinds import SpecKind
+from kernelfleet.specs.options import (
+    DEFAULT_INIT_MODE,
+    DEFAULT_KERNEL_CLASS,
+    DEFAULT_LAUNCH_TIMEOUT,
+    DEFAULT_SPARK_HOME,
+    DEFAULT_SPARK_MASTER,
+    INIT_MODES,
+    LANGUAGES,
+    SpecError,
+    SpecOptions,
+)
 
 RUN_SH = "bin/run.sh"
 PYTHON_LAUNCHER = "scripts/spark_kernel.py"
@@ -69,7 +73,6 @@ TOREE_MAIN_CLASS = "org.apache.toree.Main"
 FORBIDDEN_REQUEST_SPARK_OPTS: tuple[str, ...] = spark_kernel.SPLITTER_FORBIDDEN
 
 KERNEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-HOST_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.:_-]{0,252}$")
 USER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,63}$")
 DOTTED_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
 SPARK_MASTER_RE = re.compile(
@@ -77,61 +80,17 @@ SPARK_MASTER_RE = re.compile(
 )
 _UNSAFE_TEXT = re.compile(r"[\x00-\x1f\x7f]")
 _UNSAFE_PATH = re.compile(r"[\x00-\x1f\x7f]")
+_LANGUAGE_NAMES = {"python": "Python", "r": "R", "scala": "Scala"}
 
 
-class SpecError(BadRequest):
-    """An install option has a value that cannot make a working kernelspec."""
-
-
-@dataclass(frozen=True)
-class SpecOptions:
-    """What ``kernelfleet spec install`` was asked for (CLI values, not yet validated)."""
-
-    kind: str = "ssh"
-    kernel_name: str = ""
-    display_name: str = ""
-    language: str = "python"
-    python: str = "python3"
-    remote_hosts: tuple[str, ...] = ()
-    load_balancing_algorithm: str = ""
-    authorized_users: tuple[str, ...] = ()
-    unauthorized_users: tuple[str, ...] = ()
-    port_range: str = ""
-    launch_timeout: float = DEFAULT_LAUNCH_TIMEOUT
-    ipykernel_subclass_name: str = DEFAULT_KERNEL_CLASS
-    spark: bool = False
-    spark_master: str = DEFAULT_SPARK_MASTER
-    spark_home: str = DEFAULT_SPARK_HOME
-    spark_init_mode: str = DEFAULT_INIT_MODE
-    extra_spark_opts: str = ""
-    toree_jar: str = ""
-
-    @property
-    def lang(self) -> str:
-        return self.language.strip().lower()
-
-    @property
-    def uses_spark(self) -> bool:
-        """Scala kernels (Apache Toree) always run through spark-submit."""
-        return self.spark or self.lang == "scala"
-
-    @property
-    def name(self) -> str:
-        """The kernel name: as given, else ``<kind>_<language>[_spark]`` (GP's names)."""
-        if self.kernel_name:
-            return self.kernel_name
-        suffix = "_spark" if self.spark and self.lang != "scala" else ""
-        return f"{self.kind}_{self.lang}{suffix}"
-
-    @property
-    def title(self) -> str:
-        if self.display_name:
-            return self.display_name
-        lang = {"python": "Python", "r": "R", "scala": "Scala"}.get(self.lang, self.lang)
-        where = "on SSH hosts" if self.kind == "ssh" else "(local)"
-        if self.uses_spark:
-            return f"Spark - {lang} {where} ({self.spark_master})"
-        return f"{lang} {where}"
+def display_name(opts: SpecOptions, kind: type[SpecKind]) -> str:
+    """The display name: as given, else from language, Spark and where the kind runs kernels."""
+    if opts.display_name:
+        return opts.display_name
+    lang = _LANGUAGE_NAMES.get(opts.lang, opts.lang)
+    if opts.uses_spark:
+        return f"Spark - {lang} {kind.where} ({opts.spark_master})"
+    return f"{lang} {kind.where}"
 
 
 def _is_utf8(value: str) -> bool:
@@ -147,8 +106,9 @@ def _check_text(what: str, value: str, limit: int = 4096) -> None:
         raise SpecError(f"{what} must be one line of at most {limit} characters")
 
 
-def validate(opts: SpecOptions) -> None:
-    """Raise :class:`SpecError` naming the first option whose value is not usable."""
+def validate(opts: SpecOptions) -> SpecKind:
+    """Raise :class:`SpecError` naming the first option whose value is not usable; return
+    the spec's kind with its own options, checked (:meth:`SpecKind.validate`)."""
     for flag, value in (
         ("--display-name", opts.display_name),
         ("--python", opts.python),
@@ -160,8 +120,7 @@ def validate(opts: SpecOptions) -> None:
         # kernel.json are UTF-8 text, so it could be written to neither
         if not _is_utf8(value):
             raise SpecError(f"{flag} must be UTF-8 text: {value[:200]!r} is not")
-    if opts.kind not in KINDS:
-        raise SpecError(f"unknown spec kind {opts.kind!r} (use one of: {', '.join(KINDS)})")
+    kind_class = kinds.kind_class(opts.kind)
     if opts.lang not in LANGUAGES:
         raise SpecError(
             f"--language {opts.language!r} is not supported (use one of: {', '.join(LANGUAGES)})"
@@ -171,21 +130,13 @@ def validate(opts: SpecOptions) -> None:
             f"--kernel-name {opts.name!r} is not valid: use letters, digits, '.', '_' and '-' "
             "(at most 64 characters, starting with a letter or digit)"
         )
-    _check_text("--display-name", opts.title, 200)
+    _check_text("--display-name", display_name(opts, kind_class), 200)
     if not opts.python.strip():
         raise SpecError("--python must name the interpreter to run on the hosts")
     if _UNSAFE_PATH.search(opts.python) or len(opts.python) > 1024:
         raise SpecError("--python must be a path without control characters")
-    if opts.kind == "local" and opts.remote_hosts:
-        raise SpecError("--remote-hosts only applies to 'spec install ssh'")
-    for host in opts.remote_hosts:
-        if not HOST_RE.match(host):
-            raise SpecError(f"--remote-hosts: {host[:100]!r} is not a host name or address")
-    if opts.load_balancing_algorithm and opts.load_balancing_algorithm not in LOAD_BALANCING:
-        raise SpecError(
-            f"--load-balancing-algorithm {opts.load_balancing_algorithm!r}: use one of "
-            f"{', '.join(LOAD_BALANCING)}"
-        )
+    kind = kinds.kind_for(opts)
+    kind.validate(opts)
     for flag, users in (
         ("--authorized-users", opts.authorized_users),
         ("--unauthorized-users", opts.unauthorized_users),
@@ -193,8 +144,6 @@ def validate(opts: SpecOptions) -> None:
         for user in users:
             if not USER_RE.match(user):
                 raise SpecError(f"{flag}: {user[:64]!r} is not a user name")
-    if opts.port_range:
-        parse_port_range(opts.port_range, len(PORT_NAMES))  # raises BadRequest with the cause
     if not (math.isfinite(opts.launch_timeout) and opts.launch_timeout > 0):
         raise SpecError(
             f"--launch-timeout must be a positive number of seconds, not {opts.launch_timeout}"
@@ -236,6 +185,7 @@ def validate(opts: SpecOptions) -> None:
             "Scala kernels run Apache Toree: pass --toree-jar with the path of its assembly jar "
             "on the hosts (pip install apache-toree puts it under site-packages/toree/lib/)"
         )
+    return kind
 
 
 def split_spark_opts(text: str, *, what: str, trusted: bool) -> list[str]:
@@ -257,19 +207,10 @@ def split_spark_opts(text: str, *, what: str, trusted: bool) -> list[str]:
 # -- kernel.json -------------------------------------------------------------------------------
 
 
-def provisioner_config(opts: SpecOptions) -> dict[str, Any]:
-    """The non-default provisioner settings, plus ``launch_timeout``."""
-    cfg: dict[str, Any] = {}
-    if opts.kind == "ssh":
-        if opts.remote_hosts:
-            cfg["remote_hosts"] = list(opts.remote_hosts)
-        if opts.load_balancing_algorithm and opts.load_balancing_algorithm != "round-robin":
-            cfg["load_balancing_algorithm"] = opts.load_balancing_algorithm
-        if opts.port_range:
-            cfg["port_range"] = opts.port_range
-        if opts.lang in ("r", "scala"):
-            # IRkernel and Apache Toree ignore the CurveZMQ keys of the connection file
-            cfg["transport_encryption"] = False
+def provisioner_config(opts: SpecOptions, kind: SpecKind) -> dict[str, Any]:
+    """The kind's non-default provisioner settings, then the common ones, plus
+    ``launch_timeout`` (always, as admins expect from ``jupyter ssh-spec``)."""
+    cfg = dict(kind.provisioner_config(opts))
     if opts.authorized_users:
         cfg["authorized_users"] = list(opts.authorized_users)
     if opts.unauthorized_users:
@@ -328,22 +269,24 @@ def build_env(opts: SpecOptions) -> dict[str, str]:
 
 def build_kernel_json(opts: SpecOptions, resource_dir: str) -> dict[str, Any]:
     """The kernel.json dict for *opts*, installed at *resource_dir* (absolute path)."""
-    validate(opts)
-    provisioner = SSH_PROVISIONER if opts.kind == "ssh" else LOCAL_PROVISIONER
+    return _kernel_json(opts, validate(opts), resource_dir)
+
+
+def _kernel_json(opts: SpecOptions, kind: SpecKind, resource_dir: str) -> dict[str, Any]:
     return {
         "argv": build_argv(opts, resource_dir),
-        "display_name": opts.title,
+        "display_name": display_name(opts, type(kind)),
         "language": {"python": "python", "r": "R", "scala": "scala"}[opts.lang],
         "interrupt_mode": "message" if opts.uses_spark else "signal",
         "env": build_env(opts),
         "metadata": {
             "kernel_provisioner": {
-                "provisioner_name": provisioner,
-                "config": provisioner_config(opts),
+                "provisioner_name": kind.provisioner_name,
+                "config": provisioner_config(opts, kind),
             },
             "kernelfleet": {
                 "installer": f"kernelfleet {__version__}",
-                "kind": opts.kind,
+                "kind": kind.kind,
                 "language": opts.lang,
                 "python": opts.python,
                 "spark": (
@@ -434,6 +377,10 @@ def build_run_sh(opts: SpecOptions) -> str | None:
     are only ever expanded inside double quotes or arrays.
     """
     validate(opts)
+    return _run_sh(opts)
+
+
+def _run_sh(opts: SpecOptions) -> str | None:
     if not opts.uses_spark:
         return None
     head = _RUN_SH_HEAD.format(
@@ -468,13 +415,40 @@ class SpecFiles:
 
 
 def build_spec(opts: SpecOptions, resource_dir: str) -> SpecFiles:
-    kernel_json = build_kernel_json(opts, resource_dir)
+    """Every file of the kernelspec for *opts*, installed at *resource_dir*."""
+    kind = validate(opts)
+    kernel_json = _kernel_json(opts, kind, resource_dir)
     files: dict[str, tuple[str, int]] = {}
     launchers: dict[str, str] = {}
-    run_sh = build_run_sh(opts)
+    run_sh = _run_sh(opts)
     if run_sh is not None:
         files[RUN_SH] = (run_sh, 0o755)
         launchers[PYTHON_LAUNCHER] = "spark_kernel.py"
         if opts.lang == "r":
             launchers[R_LAUNCHER] = "spark_kernel.R"
     return SpecFiles(opts.name, kernel_json, files, launchers)
+
+
+__all__ = [
+    "DEFAULT_INIT_MODE",
+    "DEFAULT_KERNEL_CLASS",
+    "DEFAULT_LAUNCH_TIMEOUT",
+    "DEFAULT_SPARK_HOME",
+    "DEFAULT_SPARK_MASTER",
+    "FORBIDDEN_REQUEST_SPARK_OPTS",
+    "INIT_MODES",
+    "LANGUAGES",
+    "SpecError",
+    "SpecFiles",
+    "SpecOptions",
+    "build_argv",
+    "build_env",
+    "build_kernel_json",
+    "build_run_sh",
+    "build_spec",
+    "display_name",
+    "provisioner_config",
+    "spark_opts",
+    "split_spark_opts",
+    "validate",
+]

@@ -25,7 +25,8 @@ from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_core.paths import SYSTEM_JUPYTER_PATH, jupyter_data_dir
 
 from kernelfleet.errors import Conflict, NotFound, PublicError
-from kernelfleet.specs.builders import SpecFiles, SpecOptions, build_spec
+from kernelfleet.specs.builders import SpecFiles, build_spec
+from kernelfleet.specs.options import SpecOptions
 
 #: Where the R logos of Debian's r-cran-irkernel (and CRAN installs) live.
 IRKERNEL_SPEC_DIRS = (

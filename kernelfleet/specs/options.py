@@ -1,0 +1,92 @@
+"""What ``kernelfleet spec install`` was asked for: :class:`SpecOptions`, the values before any
+check, shared by every spec kind.
+
+The options every kind shares (name, language, interpreter, users, Spark, …) are fields; the
+options of one kind (``remote_hosts`` of ``ssh``, …) travel in :attr:`SpecOptions.kind_options`
+by trait name and are read by that kind (:mod:`kernelfleet.specs.kinds`). For brevity a kind's
+option may also be passed as a keyword: ``SpecOptions(remote_hosts=("h1",))`` is
+``SpecOptions(kind_options={"remote_hosts": ("h1",)})``. Nothing is checked here; the builders
+check everything (:func:`kernelfleet.specs.builders.validate`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from types import MappingProxyType
+from typing import Any
+
+from kernelfleet.errors import BadRequest
+
+LANGUAGES = ("python", "r", "scala")
+INIT_MODES = ("lazy", "eager", "none")
+
+DEFAULT_KERNEL_CLASS = "ipykernel.ipkernel.IPythonKernel"
+DEFAULT_LAUNCH_TIMEOUT = 60.0
+DEFAULT_SPARK_MASTER = "yarn"
+DEFAULT_SPARK_HOME = "/opt/spark"
+DEFAULT_INIT_MODE = "lazy"
+
+
+class SpecError(BadRequest):
+    """An install option has a value that cannot make a working kernelspec."""
+
+
+@dataclass(frozen=True)
+class CommonOptions:
+    """The install options of every spec kind (CLI values, not yet validated)."""
+
+    kind: str = "ssh"
+    kernel_name: str = ""
+    display_name: str = ""
+    language: str = "python"
+    python: str = "python3"
+    authorized_users: tuple[str, ...] = ()
+    unauthorized_users: tuple[str, ...] = ()
+    launch_timeout: float = DEFAULT_LAUNCH_TIMEOUT
+    ipykernel_subclass_name: str = DEFAULT_KERNEL_CLASS
+    spark: bool = False
+    spark_master: str = DEFAULT_SPARK_MASTER
+    spark_home: str = DEFAULT_SPARK_HOME
+    spark_init_mode: str = DEFAULT_INIT_MODE
+    extra_spark_opts: str = ""
+    toree_jar: str = ""
+
+    @property
+    def lang(self) -> str:
+        return self.language.strip().lower()
+
+    @property
+    def uses_spark(self) -> bool:
+        """Scala kernels (Apache Toree) always run through spark-submit."""
+        return self.spark or self.lang == "scala"
+
+    @property
+    def curve_capable(self) -> bool:
+        """Whether the kernel uses the CurveZMQ keys of its connection file: ipykernel does;
+        IRkernel and Apache Toree ignore them (their traffic is signed, not encrypted)."""
+        return self.lang == "python"
+
+    @property
+    def name(self) -> str:
+        """The kernel name: as given, else ``<kind>_<language>[_spark]`` (GP's names)."""
+        if self.kernel_name:
+            return self.kernel_name
+        suffix = "_spark" if self.spark and self.lang != "scala" else ""
+        return f"{self.kind}_{self.lang}{suffix}"
+
+
+_COMMON = frozenset(f.name for f in fields(CommonOptions))
+
+
+@dataclass(frozen=True, init=False)
+class SpecOptions(CommonOptions):
+    """:class:`CommonOptions` plus the options of the spec's kind, by trait name."""
+
+    kind_options: Mapping[str, Any] = field(default_factory=dict, hash=False)
+
+    def __init__(self, *, kind_options: Mapping[str, Any] | None = None, **values: Any) -> None:
+        own = {k: v for k, v in values.items() if k not in _COMMON}
+        super().__init__(**{k: v for k, v in values.items() if k in _COMMON})
+        merged = MappingProxyType({**(kind_options or {}), **own})
+        object.__setattr__(self, "kind_options", merged)
