@@ -55,6 +55,7 @@ test: install system-deps toree-env
 	$(BIN)/ruff check kernelfleet tests benchmarks
 	$(BIN)/ruff format --check kernelfleet tests benchmarks
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/pytest
 
 test-fast: install
@@ -64,6 +65,7 @@ lint: install
 	$(BIN)/ruff check kernelfleet tests benchmarks
 	$(BIN)/ruff format --check kernelfleet tests benchmarks
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 bench: install system-deps
 	$(BIN)/python -m benchmarks

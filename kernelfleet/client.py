@@ -27,7 +27,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from tornado.iostream import StreamClosedError
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
-from kernelfleet.kernels.record import format_timestamp, utcnow
+from kernelfleet.kernels.timestamps import format_timestamp, utcnow
 from kernelfleet.kernels.wire import V1_PROTOCOL
 
 Message = dict[str, Any]

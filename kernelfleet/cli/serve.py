@@ -26,11 +26,11 @@ from kernelfleet.gateway.app import Gateway
 from kernelfleet.gateway.auth import Authenticator
 from kernelfleet.gateway.bridge import BridgeSettings
 from kernelfleet.gateway.limits import RequestLimits
+from kernelfleet.kernels.catalog import KernelSpecCatalog
 from kernelfleet.kernels.culler import Culler
 from kernelfleet.kernels.liveness import KernelMonitor
 from kernelfleet.kernels.pool import KernelPool
 from kernelfleet.kernels.registry import KernelRegistry
-from kernelfleet.specs.catalog import KernelSpecCatalog
 
 
 def configurable_classes() -> list[type[Configurable]]:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
-from jupyter_client.provisioning.factory import KernelProvisionerFactory
+from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
 from jupyter_core.paths import jupyter_data_dir
 from tornado import httpserver, netutil, web
 from traitlets import Bool, Enum, Int, Unicode
@@ -30,16 +30,21 @@ from kernelfleet.gateway.base import CorsSettings, NotFoundHandler, Services
 from kernelfleet.gateway.bridge import BridgeSettings
 from kernelfleet.gateway.limits import RequestLimits
 from kernelfleet.gateway.websocket import KernelWebsocketHandler
+from kernelfleet.kernels.catalog import KernelSpecCatalog
 from kernelfleet.kernels.culler import Culler
-from kernelfleet.kernels.persistence import LOCAL_NAMES, Persister, provisioner_name
+from kernelfleet.kernels.persistence import Persister
 from kernelfleet.kernels.pool import KernelPool
 from kernelfleet.kernels.record import KernelRecord
 from kernelfleet.kernels.registry import KernelRegistry
 from kernelfleet.kernels.secrets import SecretBox
 from kernelfleet.kernels.sessions import SessionStore
-from kernelfleet.kernels.store import KernelStore, open_store
-from kernelfleet.placement.fleet import reset_fleets as close_fleets
-from kernelfleet.specs.catalog import KernelSpecCatalog
+from kernelfleet.kernels.stores import KernelStore, open_store
+from kernelfleet.provisioners.base import (
+    KernelfleetProvisioner,
+    close_backends,
+    kernels_outlive_gateway,
+)
+from kernelfleet.provisioners.factory import provisioner_class
 
 
 def normalize_base_url(base_url: str) -> str:
@@ -211,6 +216,7 @@ class Gateway(LoggingConfigurable):
         self.registry = KernelRegistry(self.catalog, self.data_dir, persister, parent=self)
         self.culler = Culler(self.registry, parent=self)
         self.pool = KernelPool(self.registry, parent=self)
+        self.registry.pool = self.pool
         self.bridge = BridgeSettings(parent=self)
         self.limits = RequestLimits(parent=self)
         self.sessions = SessionStore(self.registry)
@@ -312,18 +318,14 @@ class Gateway(LoggingConfigurable):
         await self.pool.start()
 
     async def _warm_up_provisioners(self) -> None:
-        """Let provisioners that can (SSH: open host connections) get ready before the first
-        kernel, so it does not pay for an SSH login."""
-        factory = KernelProvisionerFactory.instance(parent=self.registry)
+        """Warm up the backend of every kernelspec's provisioner (SSH: open the host
+        connections), so the first kernel does not pay for an SSH login."""
         for entry in (await self.catalog.all()).values():
-            name = provisioner_name(entry.spec)
-            ep = factory.provisioners.get(name) if name else None
-            if ep is None:
+            klass = provisioner_class(entry.spec, self.registry)
+            if klass is None or not issubclass(klass, KernelfleetProvisioner):
                 continue
             try:
-                hook = getattr(ep.load(), "warm_up", None)
-                if hook is not None:
-                    hook(entry.spec, parent=self.registry)
+                await klass.warm_up(entry.spec, parent=self.registry)
             except Exception as exc:
                 self.log.warning("could not warm up kernelspec %s: %s", entry.name, exc)
 
@@ -340,7 +342,7 @@ class Gateway(LoggingConfigurable):
             return True
         if mode == "leave":
             return False
-        return lambda record: provisioner_name(record.spec) in LOCAL_NAMES
+        return lambda record: not kernels_outlive_gateway(provisioner_of(record))
 
     async def stop(self, *, mode: str | None = None) -> None:
         """Stop accepting requests, then shut kernels down or leave them running (stop_mode)."""
@@ -352,7 +354,7 @@ class Gateway(LoggingConfigurable):
         await self.registry.close(shutdown_kernels=self._doomed_on_stop(mode or self.stop_mode))
         if self.store is not None:
             await self.store.close()
-        await close_fleets()
+        await close_backends()
         if self.server is not None:
             await asyncio.wait_for(self.server.close_all_connections(), 5)
             self.server = None
@@ -392,3 +394,9 @@ def _log_request(handler: web.RequestHandler) -> None:
         handler.request.uri.split("?")[0] if handler.request.uri else "",
         1000.0 * handler.request.request_time(),
     )
+
+
+def provisioner_of(record: KernelRecord) -> type[KernelProvisionerBase] | None:
+    """The provisioner class of *record*'s kernel (from its kernelspec if it has none yet)."""
+    prov = record.manager.provisioner if record.manager is not None else None
+    return type(prov) if prov is not None else provisioner_class(record.spec)

@@ -23,9 +23,9 @@ if TYPE_CHECKING:
     from kernelfleet.gateway.auth import Authenticator
     from kernelfleet.gateway.bridge import BridgeSettings
     from kernelfleet.gateway.limits import RequestLimits
+    from kernelfleet.kernels.catalog import KernelSpecCatalog
     from kernelfleet.kernels.registry import KernelRegistry
     from kernelfleet.kernels.sessions import SessionStore
-    from kernelfleet.specs.catalog import KernelSpecCatalog
 
 log = logging.getLogger("kernelfleet.gateway")
 

@@ -1,11 +1,11 @@
 """The websocket ↔ ZMQ bridge: one :class:`KernelConnection` per websocket.
 
-Each connection owns DEALER sockets for shell, control and stdin with an identity of its own
-(so replies reach the socket that asked, whatever other websockets exist for the same session;
-shell and stdin share theirs, since a kernel addresses ``input_request`` to the shell sender),
-one reader task per socket, and receives iopub from the kernel's shared subscriber
-(:mod:`kernelfleet.kernels.channels`). Frames to the client are spliced from the kernel's raw
-JSON parts (:mod:`kernelfleet.kernels.wire`), computed once per message for all connections.
+Each connection reaches its kernel through a :class:`~kernelfleet.kernels.channels.ClientLink`,
+which owns its ZMQ sockets (shell, control and stdin, with identities of its own, so replies
+reach the connection that asked, whatever other websockets exist for the same session) and
+hands it the kernel's replies and the shared iopub. This module speaks websocket: it picks each
+client's frame encoding and writes frames spliced from the kernel's raw JSON parts
+(:mod:`kernelfleet.kernels.wire`), computed once per message for all connections.
 A client that stops reading — more than ``max_pending_mb`` of output waiting and no write
 completed for ``stall_seconds`` — is disconnected rather than growing the gateway's memory
 without bound; it reconnects with its session id and gets the buffered iopub. A fast client
@@ -14,22 +14,17 @@ receiving one huge message is never cut off: its writes keep completing.
 
 from __future__ import annotations
 
-import asyncio
 import collections
-import contextlib
 import json
 import logging
-import uuid
 from collections.abc import Callable
 from typing import Any
 
-import zmq
-import zmq.asyncio
 from traitlets import Bool, Enum, Float, Int
 from traitlets.config import LoggingConfigurable
 
 from kernelfleet.config import option
-from kernelfleet.kernels.channels import KernelChannels
+from kernelfleet.kernels.channels import ClientLink, KernelChannels
 from kernelfleet.kernels.notices import refusal_replies, standin_kernel_info
 from kernelfleet.kernels.record import KernelRecord, Lifecycle
 from kernelfleet.kernels.wire import (
@@ -37,7 +32,6 @@ from kernelfleet.kernels.wire import (
     KernelMessage,
     WireError,
     parse_client_frame,
-    parse_kernel_message,
 )
 
 log = logging.getLogger("kernelfleet.bridge")
@@ -109,8 +103,9 @@ class BridgeSettings(LoggingConfigurable):
 
 
 class KernelConnection:
-    """One websocket's link to a kernel. ``send(data, binary, nbytes)`` writes a frame; the
-    websocket calls :meth:`written` as each write completes."""
+    """One websocket's side of a kernel connection; its :class:`ClientLink` is the kernel's
+    side. ``send(data, binary, nbytes)`` writes a frame; the websocket calls :meth:`written` as
+    each write completes."""
 
     def __init__(
         self,
@@ -128,9 +123,7 @@ class KernelConnection:
         self.protocol = protocol
         self.settings = settings
         self._send = send
-        self._sockets: dict[str, zmq.asyncio.Socket] = {}
-        self._stdin_ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._readers: list[asyncio.Task[None]] = []
+        self._link = ClientLink(channels, self, session_id=session_id, label=record.id)
         self._warned_buffers = False
         self._dropped: dict[str, int] = {}  # WireError reason -> client frames dropped
         # Messages handed to the websocket but not written yet, oldest first: what a client
@@ -142,41 +135,10 @@ class KernelConnection:
     # -- lifecycle ------------------------------------------------------------------------
 
     def open(self) -> None:
-        self._open_sockets()
-        backlog = self.channels.attach(self)
+        backlog = self._link.open()
         self.record.connections = self.channels.connection_count
         for msg in backlog:
             self.deliver(msg)
-
-    def _open_sockets(self) -> None:
-        # Shell and stdin must share one identity: a kernel sends its ``input_request`` on the
-        # stdin ROUTER to the identity of the shell request being answered. Control is
-        # separate (its own identity), as jupyter_client's own channels allow.
-        ident = f"{self.session_id or 'ws'}-{uuid.uuid4().hex[:8]}"
-        identities = {"shell": ident, "stdin": ident, "control": f"{ident}-control"}
-        handshake: list[asyncio.Future[None]] = []
-        for channel, identity in identities.items():
-            # Until the stdin socket's handshake is done the kernel does not know its identity
-            # and drops an input_request: shell traffic waits for it (handle_incoming).
-            sock = self.channels.socket(
-                channel,
-                identity=identity.encode(),
-                handshake=handshake if channel == "stdin" else None,
-            )
-            self._sockets[channel] = sock
-            self._readers.append(
-                asyncio.create_task(self._read(channel, sock), name=f"ws-{channel}-reader")
-            )
-        self._stdin_ready = handshake[0]
-
-    def _close_sockets(self) -> None:
-        self._stdin_ready.cancel()
-        for task in self._readers:
-            task.cancel()
-        self._readers.clear()
-        for sock in self._sockets.values():
-            sock.close(linger=0)
-        self._sockets.clear()
 
     def close(self) -> None:
         if self.closed:
@@ -189,17 +151,11 @@ class KernelConnection:
                 sum(self._dropped.values()),
                 "; ".join(f"{n} x {reason}" for reason, n in self._dropped.items()),
             )
-        self._close_sockets()
         unsent, self._unsent = list(self._unsent), collections.deque()
-        self.channels.detach(self, unsent)
+        self._link.close(unsent)
         self.record.connections = self.channels.connection_count
 
-    # -- Listener protocol (called by KernelChannels) -------------------------------------
-
-    def channels_reset(self) -> None:
-        if not self.closed:
-            self._close_sockets()
-            self._open_sockets()
+    # -- the Client protocol of kernels.channels (called through the ClientLink) ---------
 
     def kernel_gone(self) -> None:
         if self.on_gone is not None:
@@ -247,17 +203,6 @@ class KernelConnection:
 
     # -- traffic --------------------------------------------------------------------------
 
-    async def _read(self, channel: str, sock: zmq.asyncio.Socket) -> None:
-        while True:
-            frames = await sock.recv_multipart()
-            try:
-                msg = parse_kernel_message(self.channels.session, channel, frames)
-                self.deliver(msg)
-            except WireError as exc:
-                log.warning("kernel %s: dropping %s message: %s", self.record.id, channel, exc)
-            except Exception:  # never let one message end this connection's channel
-                log.exception("kernel %s: %s message not delivered", self.record.id, channel)
-
     async def handle_incoming(self, data: str | bytes) -> None:
         """Forward one client frame to the kernel.
 
@@ -281,14 +226,8 @@ class KernelConnection:
         if channel == "shell" and self.record.lifecycle is Lifecycle.DEAD:
             self._refuse(parts)
             return
-        if channel == "shell" and not self._stdin_ready.done():
-            await asyncio.wait({self._stdin_ready})  # bounded: HANDSHAKE_WAIT
-        sock = self._sockets.get(channel)
-        if sock is None:
-            return
         self.record.touch()
-        with contextlib.suppress(zmq.ZMQError):
-            await self.channels.send(sock, parts)
+        await self._link.send(channel, parts)
 
 
 def _header(parts: list[bytes]) -> dict[str, Any]:

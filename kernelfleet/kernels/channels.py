@@ -9,7 +9,9 @@ Design:
   are routed by identity, so a reply always reaches the connection that sent the request, even
   when a client (stock JupyterLab through jupyter_server) opens a second websocket for the same
   ``session_id`` and leaves the first one orphaned (contract.md, "second-websocket race"). No
-  connection ever waits for another to close.
+  connection ever waits for another to close. A :class:`ClientLink` per connection owns them:
+  the websocket bridge (:mod:`kernelfleet.gateway.bridge`) reaches the kernel only through its
+  link, and every ZMQ socket of the gateway is created, read and closed in this module.
 - **Buffers per session_id**: when the last connection of a session goes away, iopub messages
   are kept for that session (bounded in count, bytes and time) and replayed when a connection
   with the same ``session_id`` comes back.
@@ -44,16 +46,15 @@ log = logging.getLogger("kernelfleet.channels")
 SOCKET_TYPES = {"shell": zmq.DEALER, "control": zmq.DEALER, "stdin": zmq.DEALER}
 
 
-class Listener(Protocol):
-    """A websocket connection as seen from the kernel's channels."""
+class Client(Protocol):
+    """A client connection (a websocket, :mod:`kernelfleet.gateway.bridge`) as its
+    :class:`ClientLink` sees it."""
 
-    session_id: str
+    def deliver(self, msg: KernelMessage) -> None:
+        """Take one message for the client: a reply, an iopub message, a replayed one."""
 
-    def deliver(self, msg: KernelMessage) -> None: ...
-
-    def channels_reset(self) -> None: ...
-
-    def kernel_gone(self) -> None: ...
+    def kernel_gone(self) -> None:
+        """The kernel's channels closed (it was shut down): the connection should close."""
 
 
 @dataclass(frozen=True)
@@ -150,8 +151,8 @@ class KernelChannels:
         self.session = make_session(self.info)
         self._on_message = on_message
         self.limits = limits or BufferLimits()
-        self.listeners: set[Listener] = set()
-        self._attached_at: dict[Listener, int] = {}
+        self.links: set[ClientLink] = set()
+        self._attached_at: dict[ClientLink, int] = {}
         self._seq = 0
         self._buffers: dict[str, _SessionBuffer] = {}
         self._iopub: zmq.asyncio.Socket | None = None
@@ -214,8 +215,8 @@ class KernelChannels:
         self.info = dict(info)
         self.session = make_session(self.info)
         self.start()
-        for listener in list(self.listeners):
-            listener.channels_reset()
+        for link in list(self.links):
+            link.channels_reset()
 
     async def _stop_reader(self) -> None:
         await cancel_and_wait(self._reader)
@@ -229,9 +230,9 @@ class KernelChannels:
         self._closed = True
         await self._stop_reader()
         self._buffers.clear()
-        for listener in list(self.listeners):
-            listener.kernel_gone()
-        self.listeners.clear()
+        for link in list(self.links):
+            link.kernel_gone()
+        self.links.clear()
 
     # -- iopub fan-out --------------------------------------------------------------------
 
@@ -272,36 +273,36 @@ class KernelChannels:
 
     def broadcast(self, msg: KernelMessage) -> None:
         """Send a gateway-made iopub message to every client (and the session buffers)."""
-        for listener in tuple(self.listeners):
+        for link in tuple(self.links):
             try:
-                listener.deliver(msg)
+                link.deliver(msg)
             except Exception:  # one broken connection must not silence the others
                 log.exception("delivering a kernel message to a websocket failed")
         if self._buffers:
             self._buffer(msg)
 
-    def attach(self, listener: Listener) -> list[KernelMessage]:
+    def attach(self, link: ClientLink) -> list[KernelMessage]:
         """Register a connection; returns the iopub messages buffered for its session."""
-        self.listeners.add(listener)
+        self.links.add(link)
         self._seq += 1
-        self._attached_at[listener] = self._seq
-        buf = self._buffers.pop(listener.session_id, None) if listener.session_id else None
+        self._attached_at[link] = self._seq
+        buf = self._buffers.pop(link.session_id, None) if link.session_id else None
         if buf is None:
             return []
         notice = [dropped_notice(buf, self.limits)] if buf.dropped_messages else []
         return [*notice, *buf.messages]
 
-    def detach(self, listener: Listener, unsent: Iterable[KernelMessage] = ()) -> None:
+    def detach(self, link: ClientLink, unsent: Iterable[KernelMessage] = ()) -> None:
         """Unregister a connection; if it was its session's last one, start buffering for the
         session, beginning with *unsent* (what the connection never wrote to its client)."""
-        self.listeners.discard(listener)
-        seq = self._attached_at.pop(listener, 0)
-        sid = listener.session_id
+        self.links.discard(link)
+        seq = self._attached_at.pop(link, 0)
+        sid = link.session_id
         if self._closed or not sid:
             return
         # Buffer unless a *newer* connection of the session is live. An older one may be the
         # orphan a stock JupyterLab leaves open (contract.md): it must not stop the buffering.
-        if any(o.session_id == sid and self._attached_at.get(o, 0) > seq for o in self.listeners):
+        if any(o.session_id == sid and self._attached_at.get(o, 0) > seq for o in self.links):
             return
         buf = self._buffers[sid] = _SessionBuffer()
         for msg in unsent:
@@ -309,12 +310,9 @@ class KernelChannels:
 
     @property
     def connection_count(self) -> int:
-        return len(self.listeners)
+        return len(self.links)
 
     # -- requests -------------------------------------------------------------------------
-
-    async def send(self, sock: zmq.asyncio.Socket, parts: list[bytes]) -> None:
-        await sock.send_multipart(to_zmq(self.session, parts))
 
     async def request(
         self, channel: str, msg_type: str, content: dict[str, Any] | None = None
@@ -367,3 +365,101 @@ class KernelChannels:
                     self._idle_waiters.pop(msg_id, None)
         finally:
             sock.close(linger=0)
+
+
+class ClientLink:
+    """One client connection's own ZMQ side of a kernel, and the only owner of its sockets.
+
+    It holds DEALER sockets for shell, control and stdin with identities of their own (shell
+    and stdin share one: a kernel addresses ``input_request`` to the shell sender), one reader
+    task per socket, and the connection's place among the kernel's iopub links. Replies and
+    iopub messages go to the client's ``deliver`` directly (bound at construction: no call
+    through the link on the data path); :meth:`send` takes client-sent parts to the kernel.
+    After a kernel restart (:meth:`KernelChannels.reset`) the link reconnects its sockets
+    itself. *label* names the connection in log lines (the kernel id).
+    """
+
+    def __init__(
+        self, channels: KernelChannels, client: Client, *, session_id: str, label: str
+    ) -> None:
+        self.session_id = session_id
+        self.deliver: Callable[[KernelMessage], None] = client.deliver
+        self.kernel_gone: Callable[[], None] = client.kernel_gone
+        self._channels = channels
+        self._label = label
+        self._sockets: dict[str, zmq.asyncio.Socket] = {}
+        self._readers: list[asyncio.Task[None]] = []
+        self._stdin_ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._closed = False
+
+    def open(self) -> list[KernelMessage]:
+        """Connect the sockets and join the kernel's iopub; returns the iopub messages buffered
+        for this session while it had no connection (to deliver first)."""
+        self._open_sockets()
+        return self._channels.attach(self)
+
+    def close(self, unsent: Iterable[KernelMessage] = ()) -> None:
+        """Close the sockets and leave the iopub; *unsent* (what the client never got) is kept
+        for the session's next connection."""
+        if self._closed:
+            return
+        self._closed = True
+        self._close_sockets()
+        self._channels.detach(self, unsent)
+
+    def channels_reset(self) -> None:
+        """Reconnect after a kernel restart (its ports or keys may have changed)."""
+        if not self._closed:
+            self._close_sockets()
+            self._open_sockets()
+
+    async def send(self, channel: str, parts: list[bytes]) -> None:
+        """Sign client-sent *parts* and send them on *channel* (shell, control or stdin).
+
+        Shell traffic waits for the stdin socket's handshake (at most :data:`HANDSHAKE_WAIT`):
+        until it is done the kernel does not know the stdin identity and would drop an
+        ``input_request``. A message for a closed socket is dropped.
+        """
+        if channel == "shell" and not self._stdin_ready.done():
+            await asyncio.wait({self._stdin_ready})
+        sock = self._sockets.get(channel)
+        if sock is None:
+            return
+        with contextlib.suppress(zmq.ZMQError):
+            await sock.send_multipart(to_zmq(self._channels.session, parts))
+
+    def _open_sockets(self) -> None:
+        # Control gets an identity of its own, as jupyter_client's own channels allow.
+        ident = f"{self.session_id or 'ws'}-{uuid.uuid4().hex[:8]}"
+        identities = {"shell": ident, "stdin": ident, "control": f"{ident}-control"}
+        handshake: list[asyncio.Future[None]] = []
+        for channel, identity in identities.items():
+            sock = self._channels.socket(
+                channel,
+                identity=identity.encode(),
+                handshake=handshake if channel == "stdin" else None,
+            )
+            self._sockets[channel] = sock
+            self._readers.append(
+                asyncio.create_task(self._read(channel, sock), name=f"ws-{channel}-reader")
+            )
+        self._stdin_ready = handshake[0]
+
+    def _close_sockets(self) -> None:
+        self._stdin_ready.cancel()
+        for task in self._readers:
+            task.cancel()
+        self._readers.clear()
+        for sock in self._sockets.values():
+            sock.close(linger=0)
+        self._sockets.clear()
+
+    async def _read(self, channel: str, sock: zmq.asyncio.Socket) -> None:
+        while True:
+            frames = await sock.recv_multipart()
+            try:
+                self.deliver(parse_kernel_message(self._channels.session, channel, frames))
+            except WireError as exc:
+                log.warning("kernel %s: dropping %s message: %s", self._label, channel, exc)
+            except Exception:  # never let one message end this connection's channel
+                log.exception("kernel %s: %s message not delivered", self._label, channel)

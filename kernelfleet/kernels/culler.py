@@ -17,8 +17,9 @@ from kernelfleet.aio import cancel_and_wait
 from kernelfleet.config import option
 from kernelfleet.errors import PublicError
 from kernelfleet.kernels.identity import Identity
-from kernelfleet.kernels.record import KernelRecord, Lifecycle, utcnow
+from kernelfleet.kernels.record import KernelRecord, Lifecycle
 from kernelfleet.kernels.registry import KernelRegistry
+from kernelfleet.kernels.timestamps import utcnow
 
 SYSTEM = Identity("kernelfleet-culler", admin=True)
 

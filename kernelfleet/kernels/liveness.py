@@ -1,8 +1,9 @@
 """Liveness of running kernels: notice deaths, restart in place or report them dead.
 
-Every ``monitor_interval`` seconds the monitor asks each running kernel's provisioner whether
-it still runs (``poll()``: a cheap local check, or state the host agent pushed for remote
-kernels — no I/O per kernel), flushes batched activity to the store, and with a shared store
+Every ``monitor_interval`` seconds the monitor asks each backend, in one batched call, which of
+its running kernels still run (``Backend.check``: state the host agent pushed for SSH kernels,
+a cheap local check for local ones, one query for a resource manager's — never one per
+kernel), flushes batched activity to the store, and with a shared store
 catches up with other gateways. A death is handled in its own task, so one slow restart never
 delays the checks of the other kernels.
 """
@@ -10,7 +11,8 @@ delays the checks of the other kernels.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from traitlets import Bool, Float, Int
 from traitlets.config import LoggingConfigurable
@@ -18,11 +20,10 @@ from traitlets.config import LoggingConfigurable
 from kernelfleet.aio import cancel_and_wait
 from kernelfleet.config import option
 from kernelfleet.errors import PublicError
+from kernelfleet.kernels.lifecycle import KernelLifecycle
+from kernelfleet.kernels.notices import status_message
 from kernelfleet.kernels.record import KernelRecord, Lifecycle
-from kernelfleet.kernels.wire import status_message
-
-if TYPE_CHECKING:
-    from kernelfleet.kernels.registry import KernelRegistry
+from kernelfleet.provisioners.base import Backend, KernelfleetProvisioner
 
 
 class KernelMonitor(LoggingConfigurable):
@@ -58,9 +59,15 @@ class KernelMonitor(LoggingConfigurable):
         "KF_DEAD_KERNEL_RETENTION",
     )
 
-    def __init__(self, registry: KernelRegistry, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        registry: KernelLifecycle,
+        sync: Callable[[], Awaitable[None]] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.registry = registry
+        self._sync = sync  # catching up with other gateways of a shared store
         self._task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._failures: dict[str, int] = {}
@@ -85,31 +92,51 @@ class KernelMonitor(LoggingConfigurable):
             await asyncio.sleep(self.monitor_interval)
             try:
                 await self.registry.persist.flush()
-                if self.registry.shared_store:
-                    await self.registry.sync()
+                if self.registry.shared_store and self._sync is not None:
+                    await self._sync()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 self.log.exception("could not synchronise with the kernel store")
-            for record in list(self.registry.records.values()):
-                if record.lifecycle is not Lifecycle.RUNNING or record.lock.locked():
-                    continue
-                km = record.manager
-                if km is None or km.provisioner is None:
-                    continue
-                try:
-                    code = await km.provisioner.poll()
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    self.log.exception("poll of kernel %s failed", record.id)
-                    continue
-                if code is not None:
+            for record, code in await self._exit_codes():
+                if code is not None and record.lifecycle is Lifecycle.RUNNING:
                     # Handled in its own task: a restart must not hold up everyone's checks.
                     record.lifecycle = Lifecycle.RESTARTING
                     task = asyncio.create_task(self._on_death(record, code))
                     self._tasks.add(task)
                     task.add_done_callback(self._tasks.discard)
+
+    async def _exit_codes(self) -> list[tuple[KernelRecord, int | None]]:
+        """The exit status of every running kernel: one batched check per backend (one
+        query to a resource manager for all its kernels), ``poll()`` for other provisioners."""
+        by_backend: dict[int, tuple[Backend, list[tuple[KernelRecord, KernelfleetProvisioner]]]]
+        by_backend = {}
+        out: list[tuple[KernelRecord, int | None]] = []
+        for record in list(self.registry.records.values()):
+            if record.lifecycle is not Lifecycle.RUNNING or record.lock.locked():
+                continue
+            km = record.manager
+            prov = km.provisioner if km is not None else None
+            if isinstance(prov, KernelfleetProvisioner):
+                backend = prov.backend
+                by_backend.setdefault(id(backend), (backend, []))[1].append((record, prov))
+            elif prov is not None:
+                try:
+                    out.append((record, await prov.poll()))
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    self.log.exception("poll of kernel %s failed", record.id)
+        for backend, members in by_backend.values():
+            try:
+                codes = await backend.check([prov for _, prov in members])
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.log.exception("status check of %d kernels failed", len(members))
+                continue
+            out.extend((record, codes.get(record.id)) for record, _ in members)
+        return out
 
     async def _on_death(self, record: KernelRecord, code: int) -> None:
         try:

@@ -1,8 +1,9 @@
 """Kernel logs: where a local kernel's stdout/stderr go, and reading the end of any kernel's.
 
 "My kernel died" must be debuggable without shell access: local kernels write to one file per
-kernel id in the gateway's log directory, remote provisioners keep theirs on the host and
-expose it through ``get_kernel_log``; :func:`kernel_log` reads either.
+kernel id in the gateway's log directory (provisioners whose ``gateway_keeps_log`` is set),
+remote provisioners keep theirs where the kernel runs and expose it through
+``get_kernel_log``; :func:`kernel_log` reads either.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 from typing import Any
 
 from kernelfleet.kernels.record import KernelRecord
+from kernelfleet.provisioners.base import KernelfleetProvisioner
 
 
 def open_log(record: KernelRecord, directory: str) -> Any:
@@ -43,9 +45,10 @@ async def kernel_log(record: KernelRecord, max_bytes: int) -> str | None:
     """The end of the kernel's stdout/stderr (from its provisioner for remote kernels), or
     None when no log is kept."""
     prov = record.manager.provisioner if record.manager is not None else None
-    getter = getattr(prov, "get_kernel_log", None)
-    if getter is not None:
-        return str(await getter(max_bytes))
+    if isinstance(prov, KernelfleetProvisioner):
+        text = await prov.get_kernel_log(max_bytes)
+        if text is not None:
+            return text
     if record.log_path:
         return await asyncio.to_thread(tail_file, record.log_path, max_bytes)
     return None

@@ -1,10 +1,15 @@
 """Messages the gateway itself writes into a kernel's output, for every connected client.
 
-A notice is an iopub ``stream`` message on ``stderr`` (a notebook shows it under the cell that
-runs, or the next one), used when the gateway did something to the kernel that its user must
-know and that no kernel message says: a restart that moved the kernel to another host, output
-dropped for a slow client. Refusal replies answer a cell that no kernel can run (its host is
-unreachable) with the reason as the cell's error.
+Every message the gateway makes, rather than relays, is built here on one header
+(:func:`_message`); :mod:`~kernelfleet.kernels.wire` only converts frames and makes none.
+
+A ``status`` message tells clients of a state no kernel reports itself: ``restarting`` while the
+gateway restarts a kernel, ``dead`` once it is gone. A notice is an iopub ``stream`` message on
+``stderr`` (a notebook shows it under the cell that runs, or the next one), used when the
+gateway did something to the kernel that its user must know and that no kernel message says: a
+restart that moved the kernel to another host, output dropped for a slow client. Refusal
+replies answer a cell that no kernel can run (its host is unreachable) with the reason as the
+cell's error.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import json
 import uuid
 from typing import Any
 
-from kernelfleet.kernels.record import format_timestamp, utcnow
+from kernelfleet.kernels.timestamps import format_timestamp, utcnow
 from kernelfleet.kernels.wire import KernelMessage
 
 
@@ -30,6 +35,11 @@ def _message(
     }
     parts = [json.dumps(part).encode() for part in (header, parent or {}, {}, content)]
     return KernelMessage(channel, parts, header)
+
+
+def status_message(state: str) -> KernelMessage:
+    """An iopub ``status`` message with ``execution_state`` *state* (``restarting``, ``dead``)."""
+    return _message("iopub", "status", {"execution_state": state})
 
 
 def notice_message(text: str) -> KernelMessage:

@@ -15,60 +15,19 @@ from typing import Any
 
 from jupyter_client.kernelspec import KernelSpec
 from jupyter_client.manager import AsyncKernelManager
-from jupyter_client.provisioning.factory import KernelProvisionerFactory
-from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
 
 from kernelfleet.kernels.record import KernelRecord
 from kernelfleet.kernels.secrets import SecretBox
-from kernelfleet.kernels.store import KernelStore, StoredKernel
+from kernelfleet.kernels.stores import KernelStore, StoredKernel
+from kernelfleet.provisioners.base import provisioner_name
+from kernelfleet.provisioners.factory import make_provisioner
 
 log = logging.getLogger("kernelfleet.persistence")
-
-#: What a kernelspec without a ``kernel_provisioner`` stanza (or naming jupyter_client's local
-#: provisioner) runs with: the same local provisioner, able to reattach.
-LOCAL_NAMES = frozenset({"", "local-provisioner", "kernelfleet-local"})
-
-
-def provisioner_name(spec: dict[str, Any]) -> str:
-    meta = spec.get("metadata") or {}
-    stanza = meta.get("kernel_provisioner") if isinstance(meta, dict) else None
-    if isinstance(stanza, dict) and isinstance(stanza.get("provisioner_name"), str):
-        return str(stanza["provisioner_name"])
-    return ""
-
-
-def provisioner_config(spec: dict[str, Any]) -> dict[str, Any]:
-    meta = spec.get("metadata") or {}
-    stanza = meta.get("kernel_provisioner") if isinstance(meta, dict) else None
-    if isinstance(stanza, dict) and isinstance(stanza.get("config"), dict):
-        return dict(stanza["config"])
-    return {}
 
 
 def spec_from_dict(spec: dict[str, Any], resource_dir: str) -> KernelSpec:
     """A ``KernelSpec`` from a kernel.json dict (as the catalog read it, or as stored)."""
     return KernelSpec(resource_dir=resource_dir, **_spec_fields(spec))
-
-
-def make_provisioner(
-    km: AsyncKernelManager, spec: KernelSpec | None, kernel_id: str
-) -> KernelProvisionerBase:
-    """The provisioner for *spec*: ours for local kernels, else from the entry point."""
-    if spec is None:
-        raise ValueError(f"kernel {kernel_id} has no kernelspec")
-    name = provisioner_name(spec.to_dict())
-    if name in LOCAL_NAMES:
-        from kernelfleet.provisioners.local import LocalProvisioner
-
-        return LocalProvisioner(
-            kernel_id=kernel_id,
-            kernel_spec=spec,
-            parent=km,
-            **provisioner_config(spec.to_dict()),
-        )
-    factory = KernelProvisionerFactory.instance(parent=km.parent)
-    prov: KernelProvisionerBase = factory.create_provisioner_instance(kernel_id, spec, parent=km)
-    return prov
 
 
 class Persister:
@@ -117,6 +76,7 @@ class Persister:
             "resource_dir": record.resource_dir,
             "log_path": record.log_path,
         }
+        # "launching": the checkpoints so far (what was created, before it answers)
         if km is not None and km.provisioner is not None and state != "starting":
             payload["provisioner_info"] = _jsonable(await km.provisioner.get_provisioner_info())
             payload["connection_info"] = _jsonable(km.get_connection_info())
@@ -168,11 +128,13 @@ def _jsonable(value: Any) -> Any:
 
 
 async def rebuild_manager(
-    row: StoredKernel, payload: dict[str, Any], parent: Any
+    row: StoredKernel, payload: dict[str, Any], parent: Any, context: Any = None
 ) -> AsyncKernelManager:
-    """An ``AsyncKernelManager`` attached to the kernel a stored row describes."""
+    """An ``AsyncKernelManager`` attached to the kernel a stored row describes (its ZMQ
+    sockets in *context*, the gateway's, when given)."""
     spec = spec_from_dict(payload.get("kernel_spec") or {}, payload.get("resource_dir") or "")
-    km = AsyncKernelManager(kernel_name=row.name, parent=parent)
+    extra: dict[str, Any] = {} if context is None else {"context": context}
+    km = AsyncKernelManager(kernel_name=row.name, parent=parent, **extra)
     km._kernel_spec = spec  # the kernelspec as it was at launch, even if since removed
     km.kernel_id = row.id
     info: Any = payload.get("connection_info") or {}

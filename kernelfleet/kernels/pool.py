@@ -22,7 +22,7 @@ import asyncio
 import json
 import uuid
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from traitlets import Dict, Float, Int, Unicode
 from traitlets.config import LoggingConfigurable
@@ -30,11 +30,9 @@ from traitlets.config import LoggingConfigurable
 from kernelfleet.config import option
 from kernelfleet.errors import PublicError
 from kernelfleet.kernels import policy as pol
+from kernelfleet.kernels.catalog import SpecEntry
+from kernelfleet.kernels.lifecycle import KernelLifecycle
 from kernelfleet.kernels.record import KernelRecord, Lifecycle
-from kernelfleet.specs.catalog import SpecEntry
-
-if TYPE_CHECKING:
-    from kernelfleet.kernels.registry import KernelRegistry
 
 #: The owner of pooled kernels: no user has this name.
 POOL_OWNER = ""
@@ -104,12 +102,11 @@ class KernelPool(LoggingConfigurable):
         "KF_POOL_REFILL_BACKOFF_MAX",
     )
 
-    def __init__(self, registry: KernelRegistry, **kwargs: Any) -> None:
+    def __init__(self, registry: KernelLifecycle, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.registry = registry
         self.members: dict[str, list[KernelRecord]] = {}
         self._filling: dict[str, asyncio.Task[None]] = {}
-        registry.pool = self
 
     async def size_of(self, entry: SpecEntry) -> int:
         meta = entry.spec.get("metadata") or {}

@@ -1,13 +1,16 @@
 """Taking kernels back after a gateway restart, and sharing them between gateways.
 
 The rule for what a store row means at start:
-- ``running``/``launched`` (a provisioner checkpoint exists): rebuild the kernel manager from the
-  checkpoint, ask the provisioner whether the kernel still runs (for remote kernels the host
-  agent answers), handshake with it, and serve it again under the same id. If it is gone, its
-  leftovers are cleaned up and the row deleted.
-- ``starting`` (the gateway died between the start of a launch and its checkpoint): whatever
-  the launch may have left is found by the kernel id and stopped — never adopted, since the
-  client that asked for it got an error — and the row deleted.
+- ``running``/``launched`` (a kernel its client knows: running, or restarted and checkpointed
+  but not answering yet; ``launched`` is also a third-party provisioner's only checkpoint):
+  rebuild the kernel manager from the checkpoint, ask the provisioner whether the kernel still
+  runs (for remote kernels the host agent answers), handshake with it, and serve it again under
+  the same id. If it is gone, its leftovers are cleaned up and the row deleted.
+- ``launching`` (the gateway died after a launch checkpoint, before the kernel answered): the
+  resource the checkpoint names is stopped by its id — never adopted, since the client that
+  asked for it got an error — and the row deleted.
+- ``starting`` (the gateway died before the launch's first checkpoint): whatever the launch may
+  have left is looked for by the kernel id and stopped, and the row deleted.
 - ``dead``: cleaned up and deleted.
 
 With a shared store (PostgreSQL) several gateways serve the same kernels: each adopts the rows
@@ -19,16 +22,17 @@ from __future__ import annotations
 import asyncio
 import subprocess
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from kernelfleet.kernels.lifecycle import KernelLifecycle
 from kernelfleet.kernels.logs import reopen_log
-from kernelfleet.kernels.persistence import LOCAL_NAMES, provisioner_name, rebuild_manager
-from kernelfleet.kernels.record import KernelRecord, Lifecycle, utcnow
+from kernelfleet.kernels.persistence import rebuild_manager
+from kernelfleet.kernels.record import KernelRecord, Lifecycle
 from kernelfleet.kernels.secrets import SecretBoxError
-from kernelfleet.kernels.store import StoredKernel
-
-if TYPE_CHECKING:
-    from kernelfleet.kernels.registry import KernelRegistry
+from kernelfleet.kernels.stores import StoredKernel
+from kernelfleet.kernels.timestamps import utcnow
+from kernelfleet.provisioners.base import KernelfleetProvisioner, gateway_keeps_log
+from kernelfleet.provisioners.factory import provisioner_class
 
 
 @dataclass
@@ -39,31 +43,29 @@ class ReattachReport:
     failed: int = 0
 
 
-def name_of(record: KernelRecord) -> str:
-    return provisioner_name(record.spec)
-
-
 async def stop_leftovers(row: StoredKernel, payload: dict[str, Any], parent: Any) -> int:
-    """Stop what an unrecorded launch may have left, by kernel id."""
-    name = provisioner_name(payload.get("kernel_spec") or {})
-    if name in LOCAL_NAMES:
-        from kernelfleet.provisioners.local import stop_orphans
+    """Stop what an unfinished launch may have left.
 
-        return await stop_orphans(row.id)
-    # Remote provisioners may offer a class-level hook to find a kernel by id on their hosts.
-    from jupyter_client.provisioning.factory import KernelProvisionerFactory
-
-    factory = KernelProvisionerFactory.instance(parent=parent)
-    klass = factory.provisioners.get(name)
-    hook = getattr(klass.load() if klass is not None else None, "stop_orphans", None)
-    if hook is None:
+    With a checkpoint (state ``launching``), the provisioner is rebuilt from it and stops the
+    resource it names (a host's process, an application id, a pod), by its id. Without one (the
+    gateway died before the first checkpoint), the provisioner's backend looks for the kernel
+    id wherever that kernelspec's kernels may run.
+    """
+    spec = payload.get("kernel_spec") or {}
+    if row.state == "launching" and payload.get("provisioner_info"):
+        km = await rebuild_manager(row, payload, parent)
+        prov = km.provisioner
+        if isinstance(prov, KernelfleetProvisioner):
+            await prov.stop_launch()
+            return 1
+    klass = provisioner_class(spec, parent)
+    if klass is None or not issubclass(klass, KernelfleetProvisioner):
         return 0
-    result = await hook(row.id, payload.get("kernel_spec") or {}, parent=parent)
-    return int(result or 0)
+    return await klass.stop_orphans(row.id, spec, parent=parent)
 
 
 async def adopt(
-    registry: KernelRegistry, row: StoredKernel, *, claim: bool, answer_within: float
+    registry: KernelLifecycle, row: StoredKernel, *, claim: bool, answer_within: float
 ) -> str:
     """Serve the kernel of *row* from this gateway; returns 'reattached', 'gone', 'orphan',
     'pending' (a launch another gateway may still be running) or 'skipped'."""
@@ -72,7 +74,7 @@ async def adopt(
     if row.pooled and registry.shared_store:
         return "skipped"  # warm kernels are handed over only by the gateway that started them
     payload = row.unseal(box)
-    if row.state == "starting" or "provisioner_info" not in payload:
+    if row.state in {"starting", "launching"} or "provisioner_info" not in payload:
         if registry.shared_store:
             # Another gateway may be launching it right now: only a launch older than any
             # launch may last is unfinished.
@@ -96,14 +98,14 @@ async def adopt(
         pooled=row.pooled,
         log_path=payload.get("log_path"),
     )
-    record.manager = await rebuild_manager(row, payload, registry)
+    record.manager = await rebuild_manager(row, payload, registry, registry.context)
     launch_args: Any = record.manager._launch_args
     launch_args["env"] = record.env  # one env: a pool hand-over also applies to restarts
-    if record.log_path and name_of(record) in LOCAL_NAMES:
+    prov = record.manager.provisioner
+    if record.log_path and prov is not None and gateway_keeps_log(type(prov)):
         log_file = await asyncio.to_thread(reopen_log, record)
         if log_file is not None:
             launch_args.update(stdout=log_file, stderr=subprocess.STDOUT)
-    prov = record.manager.provisioner
     alive = False
     if row.state != "dead" and prov is not None:
         try:
@@ -137,7 +139,7 @@ async def adopt(
     return "reattached"
 
 
-async def reattach_all(registry: KernelRegistry, answer_within: float) -> ReattachReport:
+async def reattach_all(registry: KernelLifecycle, answer_within: float) -> ReattachReport:
     """At gateway start: take back every kernel in the store (see the module docstring)."""
     report = ReattachReport()
     store = registry.persist.store
@@ -167,7 +169,7 @@ async def reattach_all(registry: KernelRegistry, answer_within: float) -> Reatta
     return report
 
 
-async def adopt_one(registry: KernelRegistry, kernel_id: str, answer_within: float) -> None:
+async def adopt_one(registry: KernelLifecycle, kernel_id: str, answer_within: float) -> None:
     """With a shared store: serve *kernel_id* if another gateway started it (one row read)."""
     store = registry.persist.store
     if store is None or kernel_id in registry.records:
@@ -177,7 +179,7 @@ async def adopt_one(registry: KernelRegistry, kernel_id: str, answer_within: flo
         await adopt(registry, row, claim=False, answer_within=answer_within)
 
 
-async def sync_shared(registry: KernelRegistry, answer_within: float) -> None:
+async def sync_shared(registry: KernelLifecycle, answer_within: float) -> None:
     """With a shared store: adopt new running rows, drop kernels whose rows are gone."""
     store = registry.persist.store
     if store is None:

@@ -3,6 +3,11 @@
 Handlers read records and render them with :func:`kernel_model`; only the registry changes them.
 Nothing is hung on jupyter_client objects (cf. jupyter_server's monkey-patched
 ``last_activity``): the kernel manager is one field of the record, not the other way round.
+
+The record sits above the parts it holds, the kernel manager and the gateway's ZMQ channels
+(:mod:`~kernelfleet.kernels.channels`, named only for type checking), and none of them
+imports it back: the clock and the timestamp format they share are
+:mod:`~kernelfleet.kernels.timestamps`.
 """
 
 from __future__ import annotations
@@ -12,6 +17,9 @@ import dataclasses
 import datetime as dt
 import enum
 from typing import TYPE_CHECKING, Any
+
+from kernelfleet.kernels.timestamps import format_timestamp, utcnow
+from kernelfleet.provisioners.base import KernelfleetProvisioner
 
 if TYPE_CHECKING:
     from jupyter_client.manager import AsyncKernelManager
@@ -31,20 +39,6 @@ class Lifecycle(enum.Enum):
 
 #: ``execution_state`` values JupyterLab accepts in a kernel model and status messages.
 EXECUTION_STATES = frozenset({"starting", "idle", "busy", "restarting", "dead"})
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
-def format_timestamp(when: dt.datetime) -> str:
-    """Render *when* exactly as jupyter_server's gateway client parses it.
-
-    The client uses ``strptime("%Y-%m-%dT%H:%M:%S.%fZ")``: microseconds are always present (even
-    when zero, which ``isoformat`` would drop) and the zone is a literal ``Z``.
-    """
-    utc = when.astimezone(dt.UTC)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond:06d}Z"
 
 
 @dataclasses.dataclass(eq=False)
@@ -82,8 +76,7 @@ class KernelRecord:
     def host(self) -> str | None:
         """The host the kernel runs on, when its provisioner tells (remote provisioners do)."""
         prov = self.manager.provisioner if self.manager is not None else None
-        host = getattr(prov, "host", None)
-        return host if isinstance(host, str) else None
+        return prov.host if isinstance(prov, KernelfleetProvisioner) else None
 
     @property
     def alive(self) -> bool:

@@ -12,14 +12,11 @@ from __future__ import annotations
 import itertools
 import json
 import struct
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 from jupyter_client.session import Session
 from jupyter_server.services.kernels.connection.base import serialize_msg_to_ws_v1
-
-from kernelfleet.kernels.record import format_timestamp, utcnow
 
 DELIM = b"<IDS|MSG>"
 V1_PROTOCOL = "v1.kernel.websocket.jupyter.org"
@@ -319,17 +316,3 @@ def _parts_from_dict(msg: dict[str, Any], buffers: list[bytes]) -> tuple[str, li
     except (ValueError, RecursionError) as exc:  # nested deeper than the encoder allows
         raise WireError("message cannot be re-encoded", str(exc)) from None
     return channel, [*parts, *buffers]
-
-
-def status_message(state: str, session_id: str = "kernelfleet") -> KernelMessage:
-    """A gateway-made iopub ``status`` message (e.g. ``restarting``/``dead``) for clients."""
-    header = {
-        "msg_id": uuid.uuid4().hex,
-        "msg_type": "status",
-        "session": session_id,
-        "username": "kernelfleet",
-        "date": format_timestamp(utcnow()),
-        "version": "5.3",
-    }
-    parts = [_dump(header), b"{}", b"{}", _dump({"execution_state": state})]
-    return KernelMessage("iopub", parts, header)

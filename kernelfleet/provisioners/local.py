@@ -20,7 +20,8 @@ from jupyter_client.connect import KernelConnectionInfo
 from jupyter_client.provisioning.local_provisioner import (
     LocalProvisioner as _JupyterLocalProvisioner,
 )
-from traitlets import Any as TAny
+
+from kernelfleet.provisioners.base import Backend, KernelfleetProvisioner
 
 
 def process_start_time(pid: int) -> int | None:
@@ -37,19 +38,35 @@ def process_start_time(pid: int) -> int | None:
     return int(fields[19])
 
 
-class LocalProvisioner(_JupyterLocalProvisioner):  # type: ignore[misc]
-    """Local kernels that survive, and are reattached after, a gateway restart."""
+class LocalBackend(Backend):
+    """Local kernels share nothing but the machine: stopping an orphan scans its processes."""
 
-    # Keys of the kernelspec's provisioner config that the gateway reads itself
-    # (kernelfleet.kernels.policy.SpecPolicy); accepted here so they are not "unknown".
-    authorized_users = TAny(None, allow_none=True)
-    unauthorized_users = TAny(None, allow_none=True)
-    launch_timeout = TAny(None, allow_none=True)
-    pool_size = TAny(None, allow_none=True)
+    async def stop_orphan(self, kernel_id: str) -> int:
+        """Kill every local process left by kernel *kernel_id* (a launch the gateway never
+        checkpointed); returns how many were found."""
+        pids = await asyncio.to_thread(_processes_of_kernel, kernel_id)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        return len(pids)
+
+
+class LocalProvisioner(_JupyterLocalProvisioner, KernelfleetProvisioner):  # type: ignore[misc]
+    """Local kernels that survive, and are reattached after, a gateway restart.
+
+    The ``auto`` stop mode shuts them down with the gateway (they share its machine), and the
+    gateway keeps their log and gives them their working directory.
+    """
+
+    kernels_outlive_gateway = False
+    gateway_keeps_log = True
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.start_time: int | None = None
+
+    def make_backend(self) -> Backend:
+        return LocalBackend()
 
     @property
     def has_process(self) -> bool:
@@ -68,6 +85,7 @@ class LocalProvisioner(_JupyterLocalProvisioner):  # type: ignore[misc]
         info = await super().launch_kernel(cmd, **kwargs)
         if self.pid:
             self.start_time = process_start_time(self.pid)
+        await self.checkpoint_reached()  # the pid: found and stopped if the gateway dies now
         return info
 
     async def poll(self) -> int | None:
@@ -163,13 +181,3 @@ def _processes_of_kernel(kernel_id: str) -> list[int]:
         if needle in env.split(b"\x00"):
             pids.append(int(entry))
     return pids
-
-
-async def stop_orphans(kernel_id: str) -> int:
-    """Kill every local process left by kernel *kernel_id* (a launch the gateway never recorded
-    as finished); returns how many were found."""
-    pids = await asyncio.to_thread(_processes_of_kernel, kernel_id)
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGKILL)
-    return len(pids)

@@ -37,7 +37,7 @@ from traitlets import Instance, Unicode
 from traitlets.config import LoggingConfigurable
 
 from kernelfleet.gateway.app import Gateway
-from kernelfleet.kernels import record as record_module
+from kernelfleet.kernels import timestamps
 from tests.conftest import TOKEN, add_kernelspec, temp_gateway
 
 #: jupyter_server's base_url in these tests: resource URLs must be rewritten under it.
@@ -396,7 +396,7 @@ async def test_last_activity_without_microseconds_parses(
     def whole_second() -> dt.datetime:
         return dt.datetime.now(dt.UTC).replace(microsecond=0)
 
-    real = record_module.utcnow
+    real = timestamps.utcnow
     for module in list(sys.modules.values()):  # every kernelfleet module that took the clock
         if module.__name__.startswith("kernelfleet") and getattr(module, "utcnow", None) is real:
             client_env.setattr(module, "utcnow", whole_second)

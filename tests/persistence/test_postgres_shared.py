@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from kernelfleet.client import stdout_of
-from kernelfleet.kernels.store import StoredKernel
-from kernelfleet.kernels.store_postgres import PostgresStore
+from kernelfleet.kernels.stores import StoredKernel
+from kernelfleet.kernels.stores.postgres import PostgresStore
 from tests.gatewayproc import GatewayProcess, kernel_pids
 
 pytestmark = pytest.mark.timeout(180)

@@ -108,7 +108,7 @@ async def test_stop_orphans_finds_an_unrecorded_kernel_by_id(
 async def test_warm_up_opens_every_host_connection(testbed: Testbed, specs: Specs) -> None:
     specs.write("warm")
     spec = specs.ksm.get_kernel_spec("warm").to_dict()
-    SSHProvisioner.warm_up(spec)
+    await SSHProvisioner.warm_up(spec)
     fleet = get_fleet()
     assert await wait_until(
         lambda: [h["state"] for h in fleet.host_status()] == ["up"] * len(testbed.hosts), 10

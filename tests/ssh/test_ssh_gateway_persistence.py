@@ -142,7 +142,7 @@ async def test_a_crash_right_after_the_remote_launch_leaves_no_orphan(
     db = sqlite3.connect(tmp_path / "gwdata" / "kernels.sqlite")
     ((kid, state),) = db.execute("SELECT id, state FROM kf_kernels").fetchall()
     db.close()
-    assert state == "starting"
+    assert state in {"starting", "launching"}
     # Either the host's agent already dropped the launch whose requester vanished, or a kernel
     # process is left for the next gateway to find by id: both must end with nothing running.
     second = GatewayProcess(env)

@@ -20,13 +20,14 @@ from kernelfleet.errors import BadRequest, Forbidden, Unauthorized
 from kernelfleet.gateway.auth import Authenticator
 from kernelfleet.kernels import policy as pol
 from kernelfleet.kernels.culler import CullSettings, should_cull
-from kernelfleet.kernels.record import KernelRecord, Lifecycle, format_timestamp
+from kernelfleet.kernels.notices import status_message
+from kernelfleet.kernels.record import KernelRecord, Lifecycle
+from kernelfleet.kernels.timestamps import format_timestamp
 from kernelfleet.kernels.wire import (
     V1_PROTOCOL,
     WireError,
     parse_client_frame,
     parse_kernel_message,
-    status_message,
     to_zmq,
 )
 

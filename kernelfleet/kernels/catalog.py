@@ -3,6 +3,11 @@
 Specs are re-read from disk (in a thread) at most every ``refresh_seconds``, so a kernelspec
 installed while the gateway runs appears without a restart, while JupyterLab's frequent polling
 costs no disk I/O.
+
+The catalog is the gateway's side of kernelspecs: what it offers, read with each spec's
+:class:`~kernelfleet.kernels.policy.SpecPolicy`. Writing kernelspecs (``kernelfleet spec …``) is
+:mod:`kernelfleet.specs`, a sibling of the gateway that neither imports the other; both meet
+only on disk, through the Jupyter path.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import asyncio
 import datetime as dt
 from typing import Any
 
-from kernelfleet.kernels.store import (
+from kernelfleet.kernels.stores.base import (
     COLUMNS,
     SELECT,
     KernelStore,
@@ -30,7 +30,7 @@ INSERT = (
 #: Kernels that count against the limits: every row not on its way out.
 COUNT_LIVE = (
     "SELECT count(*), count(*) FILTER (WHERE owner = %s) FROM kf_kernels"
-    " WHERE state IN ('starting', 'launched', 'running') AND id <> %s"
+    " WHERE state NOT IN ('stopping', 'dead') AND id <> %s"
 )
 #: pg_advisory_xact_lock key serialising limit checks across gateways ("kfli").
 LIMITS_LOCK = 0x6B666C69

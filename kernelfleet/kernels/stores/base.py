@@ -1,14 +1,8 @@
-"""Where kernel records persist, so kernels outlive the gateway.
+"""What every kernel store shares: the :class:`KernelStore` interface, the :class:`StoredKernel`
+row, and the SQL both SQL stores speak (the ``kf_kernels`` columns, ``SELECT``, ``INSERT``).
 
-:class:`KernelStore` is the interface; :mod:`store_sqlite` (the default: one file in the data
-directory, nothing to install) and :mod:`store_postgres` (several gateways on one database)
-implement it. A store keeps :class:`StoredKernel` rows; the secret parts (connection info with
-the kernel's keys, provisioner state, the kernel's env) are sealed by a
-:class:`~kernelfleet.kernels.secrets.SecretBox` before they reach the store.
-
-Rows are written before the step they describe is acknowledged: ``starting`` before the launch,
-the provisioner's checkpoint as soon as the launch returns, ``running`` before the client gets
-its 201. A gateway that dies at any point leaves a row that says what may exist.
+The implementations (:mod:`.sqlite`, :mod:`.postgres`) import this module and nothing else of the
+package; :func:`kernelfleet.kernels.stores.open_store` picks one of them by URL.
 """
 
 from __future__ import annotations
@@ -16,7 +10,6 @@ from __future__ import annotations
 import abc
 import dataclasses
 import datetime as dt
-import os
 from typing import Any
 
 from kernelfleet.kernels.secrets import SecretBox
@@ -116,23 +109,6 @@ class KernelStore(abc.ABC):
         """
         await self.put(kernel)
         return None
-
-
-def open_store(url: str, data_dir: str) -> KernelStore:
-    """The store for *url*: ``sqlite:///abs/path.sqlite`` or ``postgresql://…``; empty means
-    SQLite in *data_dir*."""
-    if not url or url.startswith("sqlite://"):
-        from kernelfleet.kernels.store_sqlite import SQLiteStore
-
-        path = url[len("sqlite://") :] if url else os.path.join(data_dir, "kernels.sqlite")
-        return SQLiteStore(path)
-    if url.startswith(("postgresql://", "postgres://")):
-        from kernelfleet.kernels.store_postgres import PostgresStore
-
-        return PostgresStore(url)
-    raise ValueError(
-        f"Unsupported kernel store URL {url!r}: use sqlite:///<path> or postgresql://…"
-    )
 
 
 def to_utc(value: Any) -> dt.datetime:

@@ -15,7 +15,7 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from kernelfleet.kernels.store import (
+from kernelfleet.kernels.stores.base import (
     COLUMNS,
     SELECT,
     KernelStore,

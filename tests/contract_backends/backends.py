@@ -1,0 +1,174 @@
+"""The backends the provisioner contract suite runs against.
+
+Every backend (local, SSH; later YARN, Kubernetes, Docker) must pass every test of this
+directory. To join, write one factory ``(request) -> ContractBackend`` saying how to make the
+backend's kernelspec metadata, how to kill a kernel behind the gateway's back, and how to tell
+whether a kernel's resource still exists (plus, if its kernels' place can be cut off, how to cut
+and restore it), then add one entry to :data:`BACKENDS` with the markers that gate its
+infrastructure. A factory skips (``pytest.skip``) when that infrastructure is missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kernelfleet.kernels.record import KernelRecord
+from kernelfleet.provisioners.local import process_start_time
+from tests.gatewayproc import kernel_pids
+from tests.testbed import Network, Testbed, TestHost
+
+#: Its own names, so this testbed runs beside those of tests/ssh, tests/specs and conformance.
+CONTRACT_TESTBED = Network("kfkbr0", "10.96.0", "kfk-host", "kfkv", Path("/run/kfk-testbed"))
+
+#: Liveness checks every 0.5 s instead of 2 s: tests of a dying kernel take less time.
+GATEWAY_CONFIG: dict[str, dict[str, Any]] = {"KernelMonitor": {"monitor_interval": 0.5}}
+
+Checkpoint = dict[str, Any]
+
+
+@dataclass
+class ContractBackend:
+    """What the contract tests need to know about one backend (see the module docstring)."""
+
+    name: str
+    #: Kernels run elsewhere: the record's ``host`` names where (one of :attr:`hosts`).
+    remote: bool
+    #: ``metadata`` of a kernelspec of this backend, given a directory of the test and extra
+    #: provisioner config (``launch_timeout``, …).
+    metadata: Callable[[Path, dict[str, Any]], dict[str, Any]]
+    #: Kill the kernel's process with SIGKILL, as a crash would (not through the gateway).
+    kill: Callable[[KernelRecord], Awaitable[None]]
+    #: Whether anything of kernel *id* still runs where *checkpoint* (its provisioner info, or
+    #: ``{}`` when unknown: then everywhere) says. Blocking; call it in a thread.
+    resource_alive: Callable[[str, Checkpoint], bool]
+    #: An address on the gateway's machine that a kernel's command can connect to.
+    notify_address: str = "127.0.0.1"
+    #: What ``record.host`` may be for a remote backend.
+    hosts: frozenset[str] = frozenset()
+    #: Gateway config sections for this backend's tests.
+    gateway_config: dict[str, dict[str, Any]] = field(default_factory=lambda: dict(GATEWAY_CONFIG))
+    #: Extra environment of a gateway run as a process (tests/gatewayproc.py).
+    process_env: dict[str, str] = field(default_factory=dict)
+    #: Make the place of a kernel unreachable (None: this backend has no such place).
+    cut_place: Callable[[KernelRecord], None] | None = None
+    #: Undo every :attr:`cut_place` (called at the end of each test, also after a failure).
+    restore_place: Callable[[], None] | None = None
+
+
+BackendFactory = Callable[[pytest.FixtureRequest], ContractBackend]
+
+
+# -- local ------------------------------------------------------------------------------------
+
+
+def _local_metadata(tmp: Path, config: dict[str, Any]) -> dict[str, Any]:
+    if not config:
+        return {}
+    return {"kernel_provisioner": {"provisioner_name": "kernelfleet-local", "config": config}}
+
+
+async def _local_kill(record: KernelRecord) -> None:
+    assert record.manager is not None
+    prov: Any = record.manager.provisioner
+    os.kill(prov.pid, signal.SIGKILL)
+
+
+def _local_alive(kernel_id: str, checkpoint: Checkpoint) -> bool:
+    if kernel_pids(kernel_id):  # every process of the kernel carries KERNEL_ID
+        return True
+    pid, started = checkpoint.get("pid"), checkpoint.get("start_time")
+    if isinstance(pid, int) and pid > 0:
+        now = process_start_time(pid)  # None: gone, or a zombie
+        return now is not None and (started is None or now == started)
+    return False
+
+
+def local_backend(request: pytest.FixtureRequest) -> ContractBackend:
+    """Real ipykernels on this machine (the gateway's local provisioner)."""
+    return ContractBackend(
+        name="local",
+        remote=False,
+        metadata=_local_metadata,
+        kill=_local_kill,
+        resource_alive=_local_alive,
+    )
+
+
+# -- SSH --------------------------------------------------------------------------------------
+
+
+def _kernel_pids_in(bed: Testbed, host: TestHost, kernel_id: str) -> list[int]:
+    """Live processes of *host* whose environment says KERNEL_ID=<kernel_id>."""
+    needle = f"KERNEL_ID={kernel_id}".encode()
+    found = []
+    for pid in bed.pids(host):
+        try:
+            env = Path(f"/proc/{pid}/environ").read_bytes()
+            stat = Path(f"/proc/{pid}/stat").read_bytes()
+        except OSError:
+            continue
+        if needle in env.split(b"\0") and b") Z " not in stat:
+            found.append(pid)
+    return found
+
+
+def ssh_backend(request: pytest.FixtureRequest) -> ContractBackend:
+    """ipykernels on the hosts of a netns SSH testbed, started by the SSH provisioner."""
+    bed: Testbed = request.getfixturevalue("contract_testbed")
+
+    def metadata(tmp: Path, config: dict[str, Any]) -> dict[str, Any]:
+        settings = {
+            "remote_hosts": [h.ip for h in bed.hosts],
+            "ssh_user": "root",
+            "ssh_key": str(bed.key),
+            "ssh_known_hosts": str(bed.known_hosts),
+            **config,
+        }
+        return {"kernel_provisioner": {"provisioner_name": "kernelfleet-ssh", "config": settings}}
+
+    async def kill(record: KernelRecord) -> None:
+        assert record.manager is not None
+        prov: Any = record.manager.provisioner
+        host = bed.by_ip(prov.host)
+        done = await asyncio.to_thread(bed.run_in, host, "kill", "-KILL", str(prov.pid))
+        assert done.returncode == 0, f"kill on {host.name} failed: {done.stderr}"
+
+    def alive(kernel_id: str, checkpoint: Checkpoint) -> bool:
+        named = checkpoint.get("host")
+        hosts = [bed.by_ip(named)] if isinstance(named, str) else bed.hosts
+        return any(_kernel_pids_in(bed, host, kernel_id) for host in hosts)
+
+    def cut(record: KernelRecord) -> None:
+        assert record.host is not None
+        bed.set_link(bed.by_ip(record.host), False)
+
+    def restore() -> None:
+        for host in bed.hosts:
+            bed.revive(host)
+
+    return ContractBackend(
+        name="ssh",
+        remote=True,
+        metadata=metadata,
+        kill=kill,
+        resource_alive=alive,
+        notify_address=bed.gateway_ip,
+        hosts=frozenset(h.ip for h in bed.hosts),
+        cut_place=cut,
+        restore_place=restore,
+    )
+
+
+#: Every backend, by name, with the markers that gate its infrastructure.
+BACKENDS: dict[str, tuple[BackendFactory, tuple[pytest.MarkDecorator, ...]]] = {
+    "local": (local_backend, ()),
+    "ssh": (ssh_backend, (pytest.mark.ssh,)),
+}
