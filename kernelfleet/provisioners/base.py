@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import weakref
-from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
@@ -187,28 +187,19 @@ class KernelfleetProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         assert self._deadline is not None
         return self._deadline
 
+    def launch_deadline(self) -> float:
+        """The current launch's deadline (loop time): the gateway's, else the one
+        :meth:`start_own_clock` started for this launch (started now if none was)."""
+        return self._deadline if self._deadline is not None else self.start_own_clock()
+
     def time_left(self) -> float:
         """Seconds until the launch deadline (never negative)."""
-        deadline = self._deadline if self._deadline is not None else self.start_own_clock()
-        return max(0.0, deadline - asyncio.get_running_loop().time())
+        return max(0.0, self.launch_deadline() - asyncio.get_running_loop().time())
 
     async def checkpoint_reached(self) -> None:
         """Let the gateway persist the provisioner's state before the launch goes on."""
         if self.terms is not None and self.terms.on_checkpoint is not None:
             await self.terms.on_checkpoint()
-
-    def launch_env(self, env: dict[str, str], spec_env_names: Iterable[str]) -> dict[str, str]:
-        """The kernel's environment: as the gateway built it, or (library mode, where
-        jupyter_client hands over the whole process environment) only ``KERNEL_*``, ``JPY_*``,
-        the kernelspec's env and :attr:`inherited_envs`."""
-        if self.under_gateway:
-            return env
-        keep = set(spec_env_names) | set(self.inherited_envs)
-        return {
-            k: v
-            for k, v in env.items()
-            if isinstance(v, str) and (k in keep or k.startswith(("KERNEL_", "JPY_")))
-        }
 
     # -- what the gateway reads -------------------------------------------------------------
     @property

@@ -30,7 +30,6 @@ import abc
 import asyncio
 import contextlib
 import logging
-import re
 from collections.abc import AsyncGenerator
 from typing import Any, Protocol
 
@@ -38,10 +37,9 @@ from jupyter_client.connect import KernelConnectionInfo
 
 from kernelfleet.errors import LaunchTimeout, NotFound
 from kernelfleet.provisioners.base import KernelfleetProvisioner
+from kernelfleet.transport.protocol import build_argv, kernel_env
 
 log = logging.getLogger(__name__)
-
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class Watch(Protocol):
@@ -75,8 +73,7 @@ class RemoteProvisioner(KernelfleetProvisioner):
     def build_cmd(self, argv: list[str], extra: list[str]) -> list[str]:
         """The kernel's command; ``{kernel_id}`` filled in, ``{connection_file}`` left for
         whoever writes the connection file where the kernel runs."""
-        kid = str(self.kernel_id)
-        return [arg.replace("{kernel_id}", kid) for arg in [*argv, *extra]]
+        return build_argv(argv, str(self.kernel_id), extra)
 
     @abc.abstractmethod
     def do_launch(
@@ -164,8 +161,12 @@ class RemoteProvisioner(KernelfleetProvisioner):
         spec = self.kernel_spec
         cmd = self.build_cmd(list(spec.argv), list(extra))
         kwargs = await super().pre_launch(cmd=cmd, **kwargs)
-        env = self.launch_env(kwargs["env"], spec.env.keys())
-        kwargs["env"] = {k: v for k, v in env.items() if ENV_NAME.match(k)}
+        env: dict[str, str] = kwargs["env"]
+        # Under the gateway, the environment it built (only invalid names dropped); in library
+        # mode, where jupyter_client hands over the whole process environment, only KERNEL_*,
+        # JPY_*, the kernelspec's env and inherited_envs.
+        keep = env.keys() if self.under_gateway else [*spec.env.keys(), *self.inherited_envs]
+        kwargs["env"] = kernel_env(env, keep, ())
         return kwargs
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
@@ -178,7 +179,7 @@ class RemoteProvisioner(KernelfleetProvisioner):
         try:
             async with contextlib.AsyncExitStack() as stack:
                 if not self.under_gateway:
-                    await stack.enter_async_context(asyncio.timeout_at(self.start_own_clock()))
+                    await stack.enter_async_context(asyncio.timeout_at(self.launch_deadline()))
                 async for step in steps:
                     self.checkpoint.update(step)
                     await self.checkpoint_reached()
