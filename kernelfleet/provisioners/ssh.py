@@ -76,18 +76,8 @@ class SSHBackend(Backend):
         """Ask every allowed host's agent to abort *kernel_id*; an unreachable host gets the
         abort when it is reachable again."""
 
-        async def one(host: str) -> int:
-            link = self.fleet.link(self.target_for(host))
-            try:
-                async with asyncio.timeout(AGENT_CALL_TIMEOUT):
-                    agent = await link.agent()
-                    reply = await agent.request("abort", kernel_id=kernel_id)
-            except (HostDown, AgentRequestError, TimeoutError):
-                link.abort_later(kernel_id)
-                return 0
-            return 1 if reply.get("stopped") else 0
-
-        return sum(await asyncio.gather(*(one(h) for h in self.hosts)))
+        links = [self.fleet.link(self.target_for(host)) for host in self.hosts]
+        return sum(await asyncio.gather(*(ln.abort(kernel_id, AGENT_CALL_TIMEOUT) for ln in links)))
 
 
 class SSHProvisioner(RemoteProvisioner, SSHOptions):  # type: ignore[misc,metaclass]
@@ -262,22 +252,10 @@ class SSHProvisioner(RemoteProvisioner, SSHOptions):  # type: ignore[misc,metacl
         if link is not None:
             link.unwatch(kid)
             if not self._refused:
-                await self._abort(link, kid)
+                await link.abort(kid, AGENT_CALL_TIMEOUT)
         if not self.previous.get("host"):
             self.fleet.release(kid)  # a first launch: this kernel holds no host any more
         self._refused = False
-
-    async def _abort(self, link: HostLink, kernel_id: str) -> None:
-        if not link.available():
-            link.abort_later(kernel_id)
-            return
-        try:
-            async with asyncio.timeout(AGENT_CALL_TIMEOUT):
-                agent = await link.agent()
-                await agent.request("abort", kernel_id=kernel_id)
-        except (HostDown, AgentRequestError, TimeoutError) as exc:
-            log.warning("could not stop kernel %s on %s: %s", kernel_id, link.host, exc)
-            link.abort_later(kernel_id)
 
     async def _call(self, op: str, **fields: Any) -> dict[str, Any] | None:
         """One agent request about this kernel; None when the host cannot be reached."""

@@ -244,6 +244,23 @@ class HostLink:
         self.orphans.add(kernel_id)
         self._ensure_retry()
 
+    async def abort(self, kernel_id: str, answer_within: float) -> bool:
+        """Stop whatever runs for *kernel_id* on this host now, or (host down, in backoff or
+        not answering within *answer_within* seconds) when it is reachable again. True when the
+        agent stopped a process now."""
+        if not self.available():
+            self.abort_later(kernel_id)
+            return False
+        try:
+            async with asyncio.timeout(answer_within):
+                agent = await self.agent()
+                reply = await agent.request("abort", kernel_id=kernel_id)
+        except (HostDown, AgentRequestError, TimeoutError) as exc:
+            log.warning("could not stop kernel %s on %s now: %s", kernel_id, self.host, exc)
+            self.abort_later(kernel_id)
+            return False
+        return bool(reply.get("stopped"))
+
     async def close(self) -> None:
         agent, self._agent = self._agent, None
         for task in list(self._tasks):
