@@ -109,8 +109,7 @@ class KernelMonitor(LoggingConfigurable):
     async def _exit_codes(self) -> list[tuple[KernelRecord, int | None]]:
         """The exit status of every running kernel: one batched check per backend (one
         query to a resource manager for all its kernels), ``poll()`` for other provisioners."""
-        by_backend: dict[int, tuple[Backend, list[tuple[KernelRecord, KernelfleetProvisioner]]]]
-        by_backend = {}
+        by_backend: dict[Backend, list[tuple[KernelRecord, KernelfleetProvisioner]]] = {}
         out: list[tuple[KernelRecord, int | None]] = []
         for record in list(self.registry.records.values()):
             if record.lifecycle is not Lifecycle.RUNNING or record.lock.locked():
@@ -118,8 +117,7 @@ class KernelMonitor(LoggingConfigurable):
             km = record.manager
             prov = km.provisioner if km is not None else None
             if isinstance(prov, KernelfleetProvisioner):
-                backend = prov.backend
-                by_backend.setdefault(id(backend), (backend, []))[1].append((record, prov))
+                by_backend.setdefault(prov.backend, []).append((record, prov))
             elif prov is not None:
                 try:
                     out.append((record, await prov.poll()))
@@ -127,7 +125,7 @@ class KernelMonitor(LoggingConfigurable):
                     raise
                 except Exception:
                     self.log.exception("poll of kernel %s failed", record.id)
-        for backend, members in by_backend.values():
+        for backend, members in by_backend.items():
             try:
                 codes = await backend.check([prov for _, prov in members])
             except asyncio.CancelledError:
