@@ -33,6 +33,7 @@ from kernelfleet.kernels import policy as pol
 from kernelfleet.kernels.catalog import SpecEntry
 from kernelfleet.kernels.lifecycle import KernelLifecycle
 from kernelfleet.kernels.record import KernelRecord, Lifecycle
+from kernelfleet.provisioners.base import provisioner_config
 
 #: The owner of pooled kernels: no user has this name.
 POOL_OWNER = ""
@@ -51,10 +52,7 @@ def can_take(spec: Mapping[str, Any], record: KernelRecord, req_env: Mapping[str
     pin = req_env.get("KERNEL_REMOTE_HOST")
     if pin and pin != record.host:
         return False
-    meta = spec.get("metadata") or {}
-    stanza = meta.get("kernel_provisioner") if isinstance(meta, Mapping) else None
-    config = stanza.get("config") if isinstance(stanza, Mapping) else None
-    if isinstance(config, Mapping) and config.get("impersonation_enabled"):
+    if provisioner_config(spec).get("impersonation_enabled"):
         return False
     if not is_python(spec):
         return not any(k.startswith("KERNEL_") and k not in _GATEWAY_ONLY for k in req_env)

@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import weakref
-from collections.abc import Awaitable, Callable, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
@@ -273,18 +273,19 @@ def _positive(value: Any) -> float | None:
 LOCAL_NAMES = frozenset({"", "local-provisioner", "kernelfleet-local"})
 
 
-def provisioner_name(spec: dict[str, Any]) -> str:
+def provisioner_name(spec: Mapping[str, Any]) -> str:
     meta = spec.get("metadata") or {}
-    stanza = meta.get("kernel_provisioner") if isinstance(meta, dict) else None
-    if isinstance(stanza, dict) and isinstance(stanza.get("provisioner_name"), str):
+    stanza = meta.get("kernel_provisioner") if isinstance(meta, Mapping) else None
+    if isinstance(stanza, Mapping) and isinstance(stanza.get("provisioner_name"), str):
         return str(stanza["provisioner_name"])
     return ""
 
 
-def provisioner_config(spec: dict[str, Any]) -> dict[str, Any]:
+def provisioner_config(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``metadata.kernel_provisioner.config`` of kernel.json dict *spec* (a copy)."""
     meta = spec.get("metadata") or {}
-    stanza = meta.get("kernel_provisioner") if isinstance(meta, dict) else None
-    if isinstance(stanza, dict) and isinstance(stanza.get("config"), dict):
+    stanza = meta.get("kernel_provisioner") if isinstance(meta, Mapping) else None
+    if isinstance(stanza, Mapping) and isinstance(stanza.get("config"), Mapping):
         return dict(stanza["config"])
     return {}
 
