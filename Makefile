@@ -8,11 +8,12 @@ STAMP := $(VENV)/.installed-stamp
 # impersonated (non-root) user's kernels on the testbed hosts (root's pyenv is not readable),
 # sudo for impersonation by a non-root SSH user, PostgreSQL for the shared kernel store,
 # Java 17 for the Spark standalone cluster of tests/spark (pyspark comes with the test extra),
-# R and IRkernel for the R kernels of tests/specs.
+# R and IRkernel for the R kernels of tests/specs, Maven to fetch the Hadoop YARN daemons of
+# tests/yarn (it runs on the JRE above; nothing is compiled).
 SYSTEM_PACKAGES := openssh-server chromium iproute2 procps python3-ipykernel sudo postgresql \
-	openjdk-17-jre-headless r-base-core r-cran-irkernel
+	openjdk-17-jre-headless r-base-core r-cran-irkernel maven
 
-.PHONY: install system-deps toree-env run test test-fast lint bench clean
+.PHONY: install system-deps toree-env yarn-deps run test test-fast lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -34,6 +35,7 @@ system-deps:
 	command -v java >/dev/null 2>&1 || missing="$$missing openjdk-17-jre-headless"; \
 	command -v R >/dev/null 2>&1 || missing="$$missing r-base-core"; \
 	[ -d /usr/lib/R/site-library/IRkernel ] || missing="$$missing r-cran-irkernel"; \
+	command -v mvn >/dev/null 2>&1 || missing="$$missing maven"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
@@ -48,10 +50,17 @@ toree-env:
 	  $(PY) -m venv $(TOREE_VENV) && \
 	  $(TOREE_VENV)/bin/pip install -q "pyspark>=3.5,<3.6" apache-toree; }
 
+# Hadoop 3.5.0's ResourceManager and NodeManager for tests/yarn, resolved from Maven Central by
+# scripts/yarn-deps.sh (the pom is in the script) into $(KF_TEST_CACHE)/hadoop-3.5.0-<pom hash>;
+# exported, so that tests/yarn finds them there too.
+export KF_TEST_CACHE ?= /opt/kernelfleet-test
+yarn-deps: system-deps
+	@sh scripts/yarn-deps.sh
+
 run: install
 	$(BIN)/kernelfleet serve
 
-test: install system-deps toree-env
+test: install system-deps toree-env yarn-deps
 	$(BIN)/ruff check kernelfleet tests benchmarks
 	$(BIN)/ruff format --check kernelfleet tests benchmarks
 	$(BIN)/mypy
@@ -67,7 +76,7 @@ lint: install
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-bench: install system-deps
+bench: install system-deps yarn-deps
 	$(BIN)/python -m benchmarks
 
 clean:

@@ -82,6 +82,13 @@ class LaunchTimeout(LaunchFailed):
     reason = "Kernel Launch Timeout"
 
 
+class ResourcesUnavailable(PublicError):
+    """A resource manager cannot run the kernel now (a full queue, no active manager)."""
+
+    status = 503
+    reason = "Cluster Resources Unavailable"
+
+
 class HostsUnavailable(PublicError):
     """No host allowed for the kernelspec can take a kernel right now.
 

@@ -14,6 +14,7 @@ from traitlets.config import Config
 
 from kernelfleet.client import GatewayClient
 from kernelfleet.gateway.app import Gateway
+from tests.yarn.fixture import yarn_cluster  # noqa: F401 - the session's YARN cluster
 
 TOKEN = "test-token"
 

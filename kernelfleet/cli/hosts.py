@@ -1,6 +1,7 @@
 """``kernelfleet hosts check [--spec NAME] [--hosts H…] [--json]``: argument parsing and output.
 
-With neither ``--spec`` nor ``--hosts`` it checks every installed SSH kernelspec on its hosts.
+With neither ``--spec`` nor ``--hosts`` it checks every installed SSH kernelspec on its hosts,
+and the cluster of every YARN kernelspec.
 
 SSH settings are the provisioner's (``KF_SSH_USER``, ``KF_SSH_PORT``, ``KF_SSH_KEY``,
 ``KF_SSH_KNOWN_HOSTS``, ``KF_AGENT_PYTHON``, ``--SSHProvisioner.*``), overridden by the
@@ -8,6 +9,11 @@ kernelspec's own provisioner config when ``--spec`` names one, so the check conn
 the gateway will; they are read through the ssh spec kind
 (:func:`kernelfleet.specs.kinds.ssh.provisioner_settings`), as ``spec sync`` reads them. The
 checks themselves are in :mod:`kernelfleet.specs.hostcheck`.
+
+A YARN kernelspec (``kernelfleet-yarn``) is checked without SSH, one row for its cluster
+(:mod:`kernelfleet.specs.yarncheck`), with the YARN provisioner's settings (``KF_YARN_*``,
+``c.YarnProvisioner.*`` in the config file, then the kernelspec's config), read through the
+yarn spec kind (:func:`kernelfleet.specs.kinds.yarn.provisioner_settings`).
 """
 
 from __future__ import annotations
@@ -15,36 +21,54 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+from dataclasses import dataclass
 from textwrap import dedent
 from typing import Any
 
-from traitlets import Float, Unicode
+from traitlets import Float, TraitError, Unicode
 
 from kernelfleet.cli.base import KernelfleetCommand, table
 from kernelfleet.cli.spec import FleetCommand
-from kernelfleet.config import option
+from kernelfleet.config import EnvError, option
 from kernelfleet.errors import PublicError
-from kernelfleet.specs import hostcheck, installer
+from kernelfleet.specs import hostcheck, installer, yarncheck
 from kernelfleet.specs.kinds import ssh as ssh_kind
+from kernelfleet.specs.kinds import yarn as yarn_kind
 from kernelfleet.specs.verdicts import HostReport
+
+YARN = yarn_kind.YarnKind.provisioner_name
+
+
+@dataclass(frozen=True)
+class Job:
+    """One set of checks: a kernelspec (or None: --hosts alone) and either the SSH
+    provisioner's settings (hosts to check) or a YARN cluster to check."""
+
+    row: installer.SpecRow | None
+    provisioner: Any = None
+    yarn: yarncheck.YarnTarget | None = None
 
 
 class CheckApp(FleetCommand):
     name = "kernelfleet hosts check"
     description = """Check that every host can run a kernelspec: SSH login, host key, the
     agent's Python, the spec's interpreter and kernel package, the spec's files (identical to
-    this machine's), spark-submit and the Spark master, free ports, clock skew. Exit status 1
-    when a host is not ready."""
+    this machine's), spark-submit and the Spark master, free ports, clock skew. For a YARN
+    kernelspec, its cluster instead: the ResourceManagers' HA states, the NodeManagers, the
+    queue, and spark-submit and the Hadoop configuration on this machine. Exit status 1 when
+    a host (or cluster) is not ready."""
     examples = dedent("""
-        kernelfleet hosts check                     # the hosts of every SSH kernelspec
+        kernelfleet hosts check             # every SSH spec's hosts, every YARN spec's cluster
         kernelfleet hosts check --hosts=host1,host2
         kernelfleet hosts check --spec=ssh_python_spark --json
+        kernelfleet hosts check --spec=yarn_python
         """)
     spec = option(
         Unicode(
             "",
-            help="Kernelspec to check the hosts for. Default: with --hosts, host checks "
-            "only; without, every installed SSH kernelspec and its hosts.",
+            help="Kernelspec to check the hosts (or YARN cluster) for. Default: with --hosts, "
+            "host checks only; without, every installed SSH kernelspec and its hosts, and "
+            "every YARN kernelspec's cluster.",
         ),
         "KF_CHECK_SPEC",
     )
@@ -83,9 +107,9 @@ class CheckApp(FleetCommand):
         if not ready:
             self.exit(1)
 
-    def _jobs(self) -> list[tuple[installer.SpecRow | None, Any]]:
-        """(kernelspec or None, provisioner settings) for each set of hosts to check: the
-        named spec, the --hosts given, or — with neither — every installed SSH kernelspec."""
+    def _jobs(self) -> list[Job]:
+        """What to check: the named spec, the --hosts given, or — with neither — every
+        installed SSH kernelspec (on its hosts) and YARN kernelspec (its cluster)."""
         ksm = self.spec_manager()
         if self.spec:
             rows: list[installer.SpecRow | None] = [installer.find_spec(ksm, self.spec)]
@@ -93,27 +117,48 @@ class CheckApp(FleetCommand):
             rows = [None]
         else:
             ssh = ssh_kind.SSHKind.provisioner_name
-            rows = [r for r in installer.list_specs(ksm) if r.provisioner == ssh and r.hosts]
+            rows = [
+                r
+                for r in installer.list_specs(ksm)
+                if (r.provisioner == ssh and r.hosts) or r.provisioner == YARN
+            ]
             if not rows:
                 self.fail(
-                    "no hosts to check: no installed kernelspec runs on SSH hosts. Pass "
-                    "--hosts, or install one with 'kernelfleet spec install ssh'.",
+                    "no hosts to check: no installed kernelspec runs on SSH hosts or YARN. "
+                    "Pass --hosts, or install one with 'kernelfleet spec install ssh'.",
                     code=2,
                 )
         jobs = []
         for row in rows:
+            if row is not None and row.provisioner == YARN:
+                if self.hosts:
+                    self.fail(
+                        f"--hosts does not apply to kernelspec {row.name}: its kernels run where "
+                        "YARN puts them (its cluster is checked instead)",
+                        code=2,
+                    )
+                try:
+                    settings = yarn_kind.provisioner_settings(self.config, row.provisioner_config)
+                except (EnvError, TraitError) as exc:
+                    self.fail(f"kernelspec {row.name}: {exc}", code=2)
+                jobs.append(Job(row, yarn=yarncheck.target_for(row, settings)))
+                continue
             spec_config = row.provisioner_config if row else None
             provisioner = ssh_kind.provisioner_settings(self.config, spec_config)
             provisioner.ports()  # a bad port_range is an error before anything connects
-            jobs.append((row, provisioner))
+            jobs.append(Job(row, provisioner))
         return jobs
 
     async def _check_all(
-        self, jobs: list[tuple[installer.SpecRow | None, Any]]
+        self, jobs: list[Job]
     ) -> list[tuple[installer.SpecRow | None, list[HostReport]]]:
-        results = []
+        results: list[tuple[installer.SpecRow | None, list[HostReport]]] = []
         known_hosts_hint = os.path.expanduser("~/.ssh/known_hosts")  # noqa: ASYNC240 (no I/O)
-        for row, provisioner in jobs:
+        for job in jobs:
+            row, provisioner = job.row, job.provisioner
+            if job.yarn is not None:
+                results.append((row, [await yarncheck.check_cluster(job.yarn)]))
+                continue
             settings = hostcheck.CheckSettings(
                 port_range=provisioner.ports(),
                 max_clock_skew=self.max_clock_skew,
@@ -127,14 +172,19 @@ class CheckApp(FleetCommand):
     def _print(self, row: installer.SpecRow | None, reports: list[HostReport]) -> None:
         if row is not None and not self.spec:
             print(f"== {row.name} ==")
-        headers = ["HOST", "STATUS", *(n.upper() for n in hostcheck.CHECK_NAMES)]
-        print(table(headers, hostcheck.summary_rows(reports)))
+        yarn = row is not None and row.provisioner == YARN
+        names = yarncheck.YARN_CHECK_NAMES if yarn else hostcheck.CHECK_NAMES
+        headers = ["CLUSTER" if yarn else "HOST", "STATUS", *(n.upper() for n in names)]
+        print(table(headers, hostcheck.summary_rows(reports, names)))
         lines = hostcheck.failure_lines(reports)
         if lines:
             print()
             print("\n".join(lines))
         ready = sum(r.ready for r in reports)
-        print(f"\n{ready} of {len(reports)} hosts ready" + (f" for {row.name}" if row else ""))
+        if yarn and row is not None:
+            print(f"\nYARN cluster {'ready' if ready else 'NOT READY'} for {row.name}")
+        else:
+            print(f"\n{ready} of {len(reports)} hosts ready" + (f" for {row.name}" if row else ""))
         if row is not None and not self.spec:
             print()
 

@@ -24,13 +24,14 @@ from traitlets import List as TList
 from kernelfleet.cli.base import KernelfleetCommand, split_list, table
 from kernelfleet.config import option
 from kernelfleet.errors import PublicError
-from kernelfleet.specs import installer, kinds
+from kernelfleet.specs import builders, installer, kinds
 from kernelfleet.specs import options as spec_options
 from kernelfleet.specs.kinds import SpecKind, flag_of
 from kernelfleet.specs.kinds import ssh as ssh_kind
 from kernelfleet.specs.kinds.local import LocalKind
 from kernelfleet.specs.kinds.ssh import SSHKind
-from kernelfleet.specs.options import SpecOptions
+from kernelfleet.specs.kinds.yarn import YarnKind
+from kernelfleet.specs.options import KIND_DEFAULTED, SpecOptions
 
 
 class SpecDirsCommand(KernelfleetCommand):
@@ -99,7 +100,7 @@ class InstallBase(KernelfleetCommand):
     takes_arguments = False
 
     kernel_name = option(
-        Unicode("", help="Name of the kernelspec. Default: <ssh|local>_<language>[_spark]."),
+        Unicode("", help="Name of the kernelspec. Default: <kind>_<language>[_spark]."),
         "KF_SPEC_KERNEL_NAME",
     )
     display_name = option(
@@ -292,12 +293,14 @@ class InstallBase(KernelfleetCommand):
         if self.dry_run:
             print(json.dumps(done.kernel_json, indent=2))
             print(f"(dry run: nothing written; would install into {done.path})", file=sys.stderr)
-            return
-        verb = "Replaced" if done.replaced else "Installed"
-        print(f"{verb} kernelspec {done.name} in {done.path}")
-        next_steps = self.kind_class.next_steps(done.name)
-        if next_steps:
-            print(next_steps)
+        else:
+            verb = "Replaced" if done.replaced else "Installed"
+            print(f"{verb} kernelspec {done.name} in {done.path}")
+            next_steps = self.kind_class.next_steps(done.name)
+            if next_steps:
+                print(next_steps)
+        for warning in builders.install_warnings(opts):
+            print(f"Warning: {warning}", file=sys.stderr)
 
 
 _COMMANDS: dict[type[SpecKind], type[InstallBase]] = {}
@@ -318,6 +321,9 @@ def install_command(kind: type[SpecKind]) -> type[InstallBase]:
     clash = sorted(set(own) & set(dir(InstallBase)))
     if clash:
         raise TypeError(f"{kind.__name__}: options {clash} clash with those of every kind")
+    odd = sorted(set(kind.common_defaults) - set(KIND_DEFAULTED))
+    if odd:
+        raise TypeError(f"{kind.__name__}: a kind may not change the default of {odd}")
     cls_name = kind.command_name()
     aliases = {k: v.format(cls=cls_name) for k, v in InstallBase.aliases.items()}
     flags = {
@@ -341,20 +347,38 @@ def install_command(kind: type[SpecKind]) -> type[InstallBase]:
         "aliases": aliases,
         "flags": flags,
         **{name: copy.deepcopy(trait) for name, trait in own.items()},
+        **_shared_with_kind_defaults(kind),
     }
     cls = cast(type[InstallBase], type(cls_name, (InstallBase,), namespace))
     _COMMANDS[kind] = cls
     return cls
 
 
+def _shared_with_kind_defaults(kind: type[SpecKind]) -> dict[str, Any]:
+    """Copies of the shared options whose default *kind* changes, with its default and help
+    (its subcommand's ``--help`` shows them; the shared dynamic default no longer applies)."""
+    traits = InstallBase.class_traits()
+    out = {}
+    for name, kd in kind.common_defaults.items():
+        trait = copy.deepcopy(traits[name])
+        trait.default_value = kd.value
+        trait.help = f"{kd.help}\nEnvironment variable: {' or '.join(trait.metadata['env'])}."
+        out[name] = trait
+    return out
+
+
 #: The built-in kinds' commands, by the names configs and scripts know them by.
 SSHInstallApp = install_command(SSHKind)
 LocalInstallApp = install_command(LocalKind)
+YarnInstallApp = install_command(YarnKind)
 
 
 class InstallApp(KernelfleetCommand):
     name = "kernelfleet spec install"
-    description = "Install a kernelspec: 'ssh' (kernels on SSH hosts) or 'local'."
+    description = (
+        "Install a kernelspec: 'ssh' (kernels on SSH hosts), 'local' or 'yarn' (Spark drivers "
+        "in YARN cluster mode)."
+    )
 
     @default("subcommands")
     def _one_per_kind(self) -> dict[str, Any]:

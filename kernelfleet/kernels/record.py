@@ -94,4 +94,7 @@ def kernel_model(record: KernelRecord) -> dict[str, Any]:
     }
     if record.reason:
         model["reason"] = record.reason
+    prov = record.manager.provisioner if record.manager is not None else None
+    if isinstance(prov, KernelfleetProvisioner):
+        model.update(prov.model_extras())
     return model

@@ -8,6 +8,7 @@ which every Python kernel has) and ``respond.py`` beside it. Python 3.9+::
         [--ready-timeout SECONDS] [--runtime-dir DIR] -- KERNEL_ARGV...
     python kernel_launcher.py [options] --argv-json '["python3", "-m", "ipykernel_launcher",
         "-f", "{connection_file}"]'
+    python kernel_launcher.py [options] --argv-b64 <base64 of that JSON list>
 
 Its environment must hold ``KF_RESPONSE_ADDRESS``, ``KF_RESPONSE_KEY`` and
 ``KF_RESPONSE_KERNEL_ID`` (a gateway registration's ``env``; see ``respond.py``). The key is
@@ -59,6 +60,9 @@ except ImportError:  # pragma: no cover - the shipped layout
 CONNECTION_FILE_TOKEN = "{connection_file}"  # noqa: S105 - a placeholder, not a secret
 RELAYED_SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2")
 EXIT_USAGE, EXIT_REFUSED, EXIT_NOT_STARTED = 2, 3, 4
+#: The kernel's environment as base64 JSON, from a backend whose containers start from a shell
+#: script (YARN): variables it names that the container does not set are given to the kernel.
+KERNEL_ENV = "KF_KERNEL_ENV"
 
 
 class LaunchError(Exception):
@@ -100,10 +104,29 @@ def parse_args(argv):
         help="where the connection file's "
         "private directory is made (default: the system's temporary directory)",
     )
+    parser.add_argument(
+        "--spark-context",
+        action="store_true",
+        help="hold a SparkContext while the kernel runs (a Spark driver's main program in YARN "
+        "cluster mode whose kernel starts no Spark itself: YARN waits for one)",
+    )
     parser.add_argument("--argv-json", default=None, help="the kernel argv as a JSON list")
+    parser.add_argument(
+        "--argv-b64",
+        default=None,
+        help="the kernel argv as base64 of a JSON list (survives any quoting on the way)",
+    )
     parser.add_argument("kernel_argv", nargs=argparse.REMAINDER, help="-- the kernel argv")
     args = parser.parse_args(argv)
     kernel_argv = args.kernel_argv[1:] if args.kernel_argv[:1] == ["--"] else args.kernel_argv
+    if args.argv_b64 is not None:
+        import base64
+        import binascii
+
+        try:
+            args.argv_json = base64.b64decode(args.argv_b64, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            parser.error("--argv-b64 is not base64 of UTF-8 text")
     if args.argv_json is not None:
         if kernel_argv:
             parser.error("give the kernel argv either after -- or as --argv-json, not both")
@@ -276,6 +299,26 @@ def stop(proc, grace=5.0):
         proc.wait()
 
 
+def decode_kernel_env(text):
+    """The variables of a KF_KERNEL_ENV value ('' → none); ValueError if it is not base64 of
+    a JSON object of strings."""
+    if not text:
+        return {}
+    import base64
+    import binascii
+
+    try:
+        value = json.loads(base64.b64decode(text, validate=True))
+    except (binascii.Error, ValueError):
+        raise ValueError("not base64 of a JSON object") from None
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and k and "=" not in k and "\0" not in k + v
+        for k, v in value.items()
+    ):
+        raise ValueError("not a JSON object of variable names and string values")
+    return value
+
+
 def report_failure(message, timeout):
     log(message)
     try:
@@ -291,10 +334,18 @@ def launch(args):
     except respond.ResponseError as exc:
         log(exc.message)
         return EXIT_USAGE
-    env = {k: v for k, v in os.environ.items() if k not in respond.RESPONSE_ENV}
-    env.setdefault("KERNEL_ID", kernel_id)  # as the SSH agent sets it
-    held, proc, runtime_dir = [], None, None
+    env = {k: v for k, v in os.environ.items() if k not in (*respond.RESPONSE_ENV, KERNEL_ENV)}
     try:
+        for name, value in decode_kernel_env(os.environ.get(KERNEL_ENV, "")).items():
+            env.setdefault(name, value)
+    except ValueError as exc:
+        report_failure(f"{KERNEL_ENV}: {exc}", args.response_timeout)
+        return EXIT_USAGE
+    env.setdefault("KERNEL_ID", kernel_id)  # as the SSH agent sets it
+    held, proc, runtime_dir, spark = [], None, None, None
+    try:
+        if args.spark_context:
+            spark = start_spark_context()
         advertised = route_address(host, port)
         ip = args.ip or advertised
         if ip not in ("0.0.0.0", "::"):
@@ -321,7 +372,7 @@ def launch(args):
         if proc is not None and proc.poll() is None:
             stop(proc)
         report_failure(str(exc), args.response_timeout)
-        cleanup(runtime_dir)
+        cleanup(runtime_dir, spark)
         return EXIT_NOT_STARTED
     finally:
         for sock in held:
@@ -333,17 +384,35 @@ def launch(args):
     except respond.ResponseError as exc:
         log(f"{exc.message}; stopping the kernel")
         stop(proc)
-        cleanup(runtime_dir)
+        cleanup(runtime_dir, spark)
         return EXIT_REFUSED
     log(f"kernel {kernel_id} (pid {proc.pid}) listens on {advertised}; reported to {host}:{port}")
     code = proc.wait()
-    cleanup(runtime_dir)
+    cleanup(runtime_dir, spark)
     return code if code >= 0 else 128 - code
 
 
-def cleanup(runtime_dir):
+def cleanup(runtime_dir, spark=None):
     if runtime_dir:
         shutil.rmtree(runtime_dir, ignore_errors=True)
+    if spark is not None:
+        try:
+            spark.stop()
+        except Exception as exc:  # the driver's JVM may be gone already
+            log(f"stopping the SparkContext: {exc!r}")
+
+
+def start_spark_context():
+    """A SparkContext on the driver JVM that started this process (YARN's AM registers once
+    one exists); LaunchError when PySpark is missing or it fails."""
+    try:
+        from pyspark import SparkContext
+    except ImportError:
+        raise LaunchError("--spark-context needs pyspark in the driver's Python") from None
+    try:
+        return SparkContext.getOrCreate()
+    except Exception as exc:
+        raise LaunchError(f"the SparkContext could not start: {exc!r}") from None
 
 
 def main(argv=None):

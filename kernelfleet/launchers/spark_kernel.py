@@ -160,6 +160,17 @@ def split_main():
 # -- the Spark session --------------------------------------------------------------------------
 
 
+def describe(exc, limit=1000):
+    """*exc* in one line for the user: the repr of PySpark's errors is empty
+    (``PySparkRuntimeError()``), their text is not (``[JAVA_GATEWAY_EXITED] Java gateway
+    process exited before sending its port number.``). A Java error's stack is left out."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = " ".join(lines[:3])
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return f"{type(exc).__name__}: {text}" if text else repr(exc)
+
+
 class SparkStarter:
     """Creates the SparkSession once (now or in a thread) and remembers the outcome."""
 
@@ -191,7 +202,10 @@ class SparkStarter:
             )
         except BaseException as exc:  # reported to the user on first use of `spark`
             self.error = exc
-            print(f"kernelfleet: the Spark session could not start: {exc!r}", file=sys.stderr)
+            print(
+                f"kernelfleet: the Spark session could not start: {describe(exc)}",
+                file=sys.stderr,
+            )
         finally:
             self.ready.set()
 
@@ -202,7 +216,10 @@ class SparkStarter:
     def wait(self):
         self.ready.wait()
         if self.error is not None:
-            raise RuntimeError(f"the Spark session could not start: {self.error!r}")
+            raise RuntimeError(
+                f"the Spark session could not start: {describe(self.error)} "
+                "(spark-submit's own messages are in the kernel's log)"
+            )
         return self.session
 
     def stop(self):

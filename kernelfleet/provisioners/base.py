@@ -37,6 +37,7 @@ from traitlets import Any as TAny
 from traitlets import List, Unicode
 
 from kernelfleet.config import option, with_env_defaults
+from kernelfleet.transport.listener import close_listener
 
 #: Names of the launching process's environment variables a kernel inherits by default.
 DEFAULT_INHERITED_ENVS = ("PATH", "LANG", "LANGUAGE", "LC_ALL", "TZ")
@@ -114,11 +115,13 @@ def backends() -> list[Backend]:
 
 
 async def close_backends() -> None:
-    """Close and forget every backend of the running loop (gateway stop; test seam)."""
+    """Close and forget every backend of the running loop and its response listener (gateway
+    stop; test seam)."""
     found = _BACKENDS.pop(asyncio.get_running_loop(), {})
     for backend in found.values():
         with contextlib.suppress(Exception):
             await backend.close()
+    await close_listener()  # the response listener of this loop's launches
 
 
 class NullBackend(Backend):
@@ -211,6 +214,11 @@ class KernelfleetProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         """The end (up to *max_bytes*) of the kernel's stdout/stderr, or None when this
         provisioner keeps no log (the gateway's own log file is used, if any)."""
         return None
+
+    def model_extras(self) -> dict[str, Any]:
+        """Entries this backend adds to the kernel's model (``GET /api/kernels/{id}``), e.g.
+        ``{"yarn": {"application_id": ..., "tracking_url": ...}}``; JSON only."""
+        return {}
 
     # -- backend ----------------------------------------------------------------------------
     def backend_key(self) -> Hashable:

@@ -6,8 +6,10 @@ them. Every option's effect is unit-tested in ``tests/specs/test_builders.py``.
 
 What is built here is the same for every spec kind; what differs per kind (the provisioner
 named, the kind's own options and their part of ``kernel_provisioner.config``, where the default
-display name says kernels run) comes from the spec's :class:`~kernelfleet.specs.kinds.SpecKind`
-(:mod:`kernelfleet.specs.kinds`): no branch here names a kind.
+display name says kernels run, the defaults of a few shared options, and a kernel shape of its
+own where the shared one does not fit, as YARN's cluster mode) comes from the spec's
+:class:`~kernelfleet.specs.kinds.SpecKind` (:mod:`kernelfleet.specs.kinds`): no branch here
+names a kind.
 
 Shapes (``<dir>`` is the kernelspec's resource directory, the same path on every host):
 
@@ -29,7 +31,9 @@ Shapes (``<dir>`` is the kernelspec's resource directory, the same path on every
   when the session is created in the background. Spark kernels use ``interrupt_mode:
   message``: a SIGINT to the process group would stop spark-submit's JVM. run.sh exports the
   kernel's address as ``SPARK_LOCAL_IP`` (executors must reach the driver; host names need
-  not resolve).
+  not resolve). With ``--spark-master yarn`` this is YARN client mode (the driver on the
+  host, executors in YARN containers): a kind may add ``HADOOP_CONF_DIR`` to the env
+  (:meth:`SpecKind.extra_env`; ``spec install ssh --hadoop-conf-dir``).
 
 ``metadata.kernel_provisioner.config`` holds only settings that differ from the provisioner's
 defaults (the kind's first, then ``authorized_users`` / ``unauthorized_users``), plus
@@ -43,7 +47,7 @@ from __future__ import annotations
 import math
 import re
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from kernelfleet import __version__
@@ -57,6 +61,7 @@ from kernelfleet.specs.options import (
     DEFAULT_SPARK_HOME,
     DEFAULT_SPARK_MASTER,
     INIT_MODES,
+    KIND_DEFAULTED,
     LANGUAGES,
     SpecError,
     SpecOptions,
@@ -87,10 +92,30 @@ def display_name(opts: SpecOptions, kind: type[SpecKind]) -> str:
     """The display name: as given, else from language, Spark and where the kind runs kernels."""
     if opts.display_name:
         return opts.display_name
+    own = kind.default_display_name(opts)
+    if own is not None:
+        return own
     lang = _LANGUAGE_NAMES.get(opts.lang, opts.lang)
-    if opts.uses_spark:
+    if opts.uses_spark or kind.implies_spark:
         return f"Spark - {lang} {kind.where} ({opts.spark_master})"
     return f"{lang} {kind.where}"
+
+
+def with_kind_defaults(opts: SpecOptions) -> SpecOptions:
+    """*opts* with its kind's defaults (:attr:`SpecKind.common_defaults`, else the shared
+    ones) for the options left unset, and ``spark`` on for a kind that implies it (the kernel
+    name, when not given, stays the one *opts* had: ``yarn_python``)."""
+    kind = kinds.kind_class(opts.kind)
+    opts = opts.with_defaults({k: d.value for k, d in kind.common_defaults.items()})
+    if kind.implies_spark and not opts.spark:
+        opts = replace(opts, spark=True, kernel_name=opts.name)
+    return opts
+
+
+def _str(value: str | None) -> str:
+    """A kind-defaulted text option after :func:`with_kind_defaults` (never None then)."""
+    assert value is not None, "options used before with_kind_defaults()"
+    return value
 
 
 def _is_utf8(value: str) -> bool:
@@ -109,10 +134,17 @@ def _check_text(what: str, value: str, limit: int = 4096) -> None:
 def validate(opts: SpecOptions) -> SpecKind:
     """Raise :class:`SpecError` naming the first option whose value is not usable; return
     the spec's kind with its own options, checked (:meth:`SpecKind.validate`)."""
+    return _checked(opts)[1]
+
+
+def _checked(opts: SpecOptions) -> tuple[SpecOptions, SpecKind]:
+    """*opts* with its kind's defaults (:func:`with_kind_defaults`), checked, and its kind."""
+    opts = with_kind_defaults(opts)
+    spark_home, init_mode = _str(opts.spark_home), _str(opts.spark_init_mode)
     for flag, value in (
         ("--display-name", opts.display_name),
         ("--python", opts.python),
-        ("--spark-home", opts.spark_home),
+        ("--spark-home", spark_home),
         ("--extra-spark-opts", opts.extra_spark_opts),
         ("--toree-jar", opts.toree_jar),
     ):
@@ -144,10 +176,9 @@ def validate(opts: SpecOptions) -> SpecKind:
         for user in users:
             if not USER_RE.match(user):
                 raise SpecError(f"{flag}: {user[:64]!r} is not a user name")
-    if not (math.isfinite(opts.launch_timeout) and opts.launch_timeout > 0):
-        raise SpecError(
-            f"--launch-timeout must be a positive number of seconds, not {opts.launch_timeout}"
-        )
+    timeout = opts.launch_timeout
+    if timeout is None or not (math.isfinite(timeout) and timeout > 0):
+        raise SpecError(f"--launch-timeout must be a positive number of seconds, not {timeout}")
     if not DOTTED_RE.match(opts.ipykernel_subclass_name):
         raise SpecError(
             f"--ipykernel-subclass-name {opts.ipykernel_subclass_name!r} must be a dotted "
@@ -155,19 +186,23 @@ def validate(opts: SpecOptions) -> SpecKind:
         )
     if opts.ipykernel_subclass_name != DEFAULT_KERNEL_CLASS and opts.lang != "python":
         raise SpecError("--ipykernel-subclass-name applies to Python kernels only")
-    if opts.spark_init_mode not in INIT_MODES:
+    if init_mode not in INIT_MODES:
         raise SpecError(f"--spark-init-mode must be one of {', '.join(INIT_MODES)}")
     if not SPARK_MASTER_RE.match(opts.spark_master):
         raise SpecError(
             f"--spark-master {opts.spark_master[:200]!r} is not a Spark master URL "
             "(yarn, local[N], spark://host:port, k8s://…)"
         )
-    if not opts.spark_home.startswith("/") or _UNSAFE_PATH.search(opts.spark_home):
-        raise SpecError(f"--spark-home must be an absolute path, not {opts.spark_home[:200]!r}")
+    # '' is "the provisioner's choice", for a kind whose default it is
+    optional = kind_class.common_defaults.get("spark_home")
+    if not (spark_home == "" and optional is not None and optional.value == "") and (
+        not spark_home.startswith("/") or _UNSAFE_PATH.search(spark_home)
+    ):
+        raise SpecError(f"--spark-home must be an absolute path, not {spark_home[:200]!r}")
     _check_text("--extra-spark-opts", opts.extra_spark_opts)
     for flag, value in (
         ("--python", opts.python),
-        ("--spark-home", opts.spark_home),
+        ("--spark-home", spark_home),
         ("--extra-spark-opts", opts.extra_spark_opts),
         ("--toree-jar", opts.toree_jar),
     ):
@@ -185,7 +220,15 @@ def validate(opts: SpecOptions) -> SpecKind:
             "Scala kernels run Apache Toree: pass --toree-jar with the path of its assembly jar "
             "on the hosts (pip install apache-toree puts it under site-packages/toree/lib/)"
         )
-    return kind
+    return opts, kind
+
+
+def install_warnings(opts: SpecOptions) -> list[str]:
+    """What may keep kernels of the (valid) spec for *opts* from starting, for the install
+    command to print (:meth:`SpecKind.install_warnings`); :class:`SpecError` as
+    :func:`validate`."""
+    opts, kind = _checked(opts)
+    return kind.install_warnings(opts)
 
 
 def split_spark_opts(text: str, *, what: str, trusted: bool) -> list[str]:
@@ -215,7 +258,10 @@ def provisioner_config(opts: SpecOptions, kind: SpecKind) -> dict[str, Any]:
         cfg["authorized_users"] = list(opts.authorized_users)
     if opts.unauthorized_users:
         cfg["unauthorized_users"] = list(opts.unauthorized_users)
-    cfg["launch_timeout"] = _number(opts.launch_timeout)
+    timeout = opts.launch_timeout
+    cfg["launch_timeout"] = _number(
+        KIND_DEFAULTED["launch_timeout"] if timeout is None else timeout
+    )
     return cfg
 
 
@@ -233,15 +279,20 @@ def spark_opts(opts: SpecOptions) -> str:
     return shlex.join(words)
 
 
-def build_argv(opts: SpecOptions, resource_dir: str) -> list[str]:
+def build_argv(opts: SpecOptions, resource_dir: str, kind: SpecKind | None = None) -> list[str]:
+    """The kernel's argv: *kind*'s own (:meth:`SpecKind.build_argv`), else the shared one."""
+    own = kind.build_argv(opts, resource_dir) if kind is not None else None
+    if own is not None:
+        return own
     if opts.uses_spark:
         run_sh = f"{resource_dir.rstrip('/')}/{RUN_SH}"
+        init_mode = opts.spark_init_mode or DEFAULT_INIT_MODE
         if opts.lang == "scala":
             return [run_sh, "--profile", "{connection_file}"]
         if opts.lang == "r":
-            return [run_sh, "{connection_file}", opts.spark_init_mode]
+            return [run_sh, "{connection_file}", init_mode]
         argv = [run_sh, "--connection-file", "{connection_file}"]
-        argv += ["--spark-init-mode", opts.spark_init_mode]
+        argv += ["--spark-init-mode", init_mode]
         if opts.ipykernel_subclass_name != DEFAULT_KERNEL_CLASS:
             argv += ["--kernel-class", opts.ipykernel_subclass_name]
         return argv
@@ -253,10 +304,14 @@ def build_argv(opts: SpecOptions, resource_dir: str) -> list[str]:
     return argv
 
 
-def build_env(opts: SpecOptions) -> dict[str, str]:
+def build_env(opts: SpecOptions, kind: SpecKind | None = None) -> dict[str, str]:
+    """The kernel's env: *kind*'s own (:meth:`SpecKind.build_env`), else the shared one."""
+    own = kind.build_env(opts) if kind is not None else None
+    if own is not None:
+        return own
     env: dict[str, str] = {}
     if opts.uses_spark:
-        env["SPARK_HOME"] = opts.spark_home
+        env["SPARK_HOME"] = DEFAULT_SPARK_HOME if opts.spark_home is None else opts.spark_home
         env["SPARK_OPTS"] = spark_opts(opts)
         env["KERNELFLEET_PYTHON"] = opts.python
         if opts.lang == "python":
@@ -264,21 +319,24 @@ def build_env(opts: SpecOptions) -> dict[str, str]:
             env["PYSPARK_DRIVER_PYTHON"] = opts.python
         if opts.lang == "scala":
             env["TOREE_JAR"] = opts.toree_jar
+    if kind is not None:
+        env.update(kind.extra_env(opts))
     return env
 
 
 def build_kernel_json(opts: SpecOptions, resource_dir: str) -> dict[str, Any]:
     """The kernel.json dict for *opts*, installed at *resource_dir* (absolute path)."""
-    return _kernel_json(opts, validate(opts), resource_dir)
+    return _kernel_json(*_checked(opts), resource_dir)
 
 
 def _kernel_json(opts: SpecOptions, kind: SpecKind, resource_dir: str) -> dict[str, Any]:
+    interrupt_mode = kind.interrupt_mode(opts) or ("message" if opts.uses_spark else "signal")
     return {
-        "argv": build_argv(opts, resource_dir),
+        "argv": build_argv(opts, resource_dir, kind),
         "display_name": display_name(opts, type(kind)),
         "language": {"python": "python", "r": "R", "scala": "scala"}[opts.lang],
-        "interrupt_mode": "message" if opts.uses_spark else "signal",
-        "env": build_env(opts),
+        "interrupt_mode": interrupt_mode,
+        "env": build_env(opts, kind),
         "metadata": {
             "kernel_provisioner": {
                 "provisioner_name": kind.provisioner_name,
@@ -376,12 +434,11 @@ def build_run_sh(opts: SpecOptions) -> str | None:
     Install-time values in the script are quoted with :func:`shlex.quote`; request values
     are only ever expanded inside double quotes or arrays.
     """
-    validate(opts)
-    return _run_sh(opts)
+    return _run_sh(*_checked(opts))
 
 
-def _run_sh(opts: SpecOptions) -> str | None:
-    if not opts.uses_spark:
+def _run_sh(opts: SpecOptions, kind: SpecKind) -> str | None:
+    if not opts.uses_spark or not kind.writes_run_sh(opts):
         return None
     head = _RUN_SH_HEAD.format(
         name=opts.name.replace("\n", " "),
@@ -416,16 +473,19 @@ class SpecFiles:
 
 def build_spec(opts: SpecOptions, resource_dir: str) -> SpecFiles:
     """Every file of the kernelspec for *opts*, installed at *resource_dir*."""
-    kind = validate(opts)
+    opts, kind = _checked(opts)
     kernel_json = _kernel_json(opts, kind, resource_dir)
     files: dict[str, tuple[str, int]] = {}
     launchers: dict[str, str] = {}
-    run_sh = _run_sh(opts)
+    run_sh = _run_sh(opts, kind)
     if run_sh is not None:
         files[RUN_SH] = (run_sh, 0o755)
         launchers[PYTHON_LAUNCHER] = "spark_kernel.py"
         if opts.lang == "r":
             launchers[R_LAUNCHER] = "spark_kernel.R"
+    own = kind.launchers(opts)
+    if own is not None:
+        launchers = dict(own)
     return SpecFiles(opts.name, kernel_json, files, launchers)
 
 
@@ -447,8 +507,10 @@ __all__ = [
     "build_run_sh",
     "build_spec",
     "display_name",
+    "install_warnings",
     "provisioner_config",
     "spark_opts",
     "split_spark_opts",
     "validate",
+    "with_kind_defaults",
 ]

@@ -7,14 +7,19 @@ by trait name and are read by that kind (:mod:`kernelfleet.specs.kinds`). For br
 option may also be passed as a keyword: ``SpecOptions(remote_hosts=("h1",))`` is
 ``SpecOptions(kind_options={"remote_hosts": ("h1",)})``. Nothing is checked here; the builders
 check everything (:func:`kernelfleet.specs.builders.validate`).
+
+A few shared options have a default that depends on the kind (:data:`KIND_DEFAULTED`: a YARN
+kernel needs a longer launch timeout and an eager Spark session); they are None here until
+:meth:`CommonOptions.with_defaults` fills them in with the kind's defaults
+(:attr:`~kernelfleet.specs.kinds.SpecKind.common_defaults`), else the shared ones.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Self
 
 from kernelfleet.errors import BadRequest
 
@@ -26,6 +31,16 @@ DEFAULT_LAUNCH_TIMEOUT = 60.0
 DEFAULT_SPARK_MASTER = "yarn"
 DEFAULT_SPARK_HOME = "/opt/spark"
 DEFAULT_INIT_MODE = "lazy"
+
+#: The shared options whose default a kind may change, with the default of every other kind:
+#: None in :class:`SpecOptions` stands for "the kind's default".
+KIND_DEFAULTED: Mapping[str, Any] = MappingProxyType(
+    {
+        "launch_timeout": DEFAULT_LAUNCH_TIMEOUT,
+        "spark_home": DEFAULT_SPARK_HOME,
+        "spark_init_mode": DEFAULT_INIT_MODE,
+    }
+)
 
 
 class SpecError(BadRequest):
@@ -43,12 +58,12 @@ class CommonOptions:
     python: str = "python3"
     authorized_users: tuple[str, ...] = ()
     unauthorized_users: tuple[str, ...] = ()
-    launch_timeout: float = DEFAULT_LAUNCH_TIMEOUT
+    launch_timeout: float | None = None  # the kind's default (KIND_DEFAULTED)
     ipykernel_subclass_name: str = DEFAULT_KERNEL_CLASS
     spark: bool = False
     spark_master: str = DEFAULT_SPARK_MASTER
-    spark_home: str = DEFAULT_SPARK_HOME
-    spark_init_mode: str = DEFAULT_INIT_MODE
+    spark_home: str | None = None  # the kind's default (KIND_DEFAULTED)
+    spark_init_mode: str | None = None  # the kind's default (KIND_DEFAULTED)
     extra_spark_opts: str = ""
     toree_jar: str = ""
 
@@ -74,6 +89,16 @@ class CommonOptions:
             return self.kernel_name
         suffix = "_spark" if self.spark and self.lang != "scala" else ""
         return f"{self.kind}_{self.lang}{suffix}"
+
+    def with_defaults(self, defaults: Mapping[str, Any]) -> Self:
+        """These options with each unset (None) option of :data:`KIND_DEFAULTED` set to its
+        value in *defaults* (a kind's), else to the shared default."""
+        unset = {
+            name: defaults.get(name, shared)
+            for name, shared in KIND_DEFAULTED.items()
+            if getattr(self, name) is None
+        }
+        return replace(self, **unset) if unset else self
 
 
 _COMMON = frozenset(f.name for f in fields(CommonOptions))

@@ -391,12 +391,15 @@ def record_clock(report: HostReport, settings: CheckSettings, res: Any) -> None:
         report.add("clock", OK, text)
 
 
-def summary_rows(reports: Sequence[HostReport]) -> list[list[str]]:
+def summary_rows(
+    reports: Sequence[HostReport], names: Sequence[str] = CHECK_NAMES
+) -> list[list[str]]:
+    """One table row per report: host, readiness, then a mark per check of *names*."""
     marks = {OK: "ok", FAIL: "FAIL", SKIP: "-"}
     rows = []
     for rep in reports:
         row = [rep.host, "ready" if rep.ready else "NOT READY"]
-        for name in CHECK_NAMES:
+        for name in names:
             check = rep.get(name)
             row.append(marks[check.status] if check else "-")
         rows.append(row)

@@ -435,6 +435,13 @@ async def get_listener(parent: Configurable | None = None) -> ResponseListener:
     return listener
 
 
+async def close_listener() -> None:
+    """Close the running loop's listener, if it has one (gateway stop)."""
+    listener = _LISTENERS.pop(asyncio.get_running_loop(), None)
+    if listener is not None:
+        await listener.close()
+
+
 async def reset_listeners() -> None:
     """Close the running loop's listener and forget every listener (test seam)."""
     listener = _LISTENERS.pop(asyncio.get_running_loop(), None)

@@ -126,6 +126,37 @@ async def ssh_backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
             await reset_fleets()
 
 
+@contextlib.asynccontextmanager
+async def yarn_backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
+    """ipykernels as Spark drivers in YARN cluster mode (the launcher holds the SparkContext),
+    on the NodeManager hosts of the session's YARN cluster."""
+    from kernelfleet.provisioners.base import close_backends
+    from tests.yarn.kernels import kernel_processes, provisioner_config
+
+    cluster = request.getfixturevalue("yarn_cluster")
+    base = request.getfixturevalue("tmp_path_factory").mktemp("conformance-yarn")
+    config = provisioner_config(cluster, spark_context_in_launcher=True)
+    metadata = {"kernel_provisioner": {"provisioner_name": "kernelfleet-yarn", "config": config}}
+    spec, message_spec = _python_specs(base / "jupyter", "yarn", metadata)
+
+    async def kill(record: KernelRecord) -> None:
+        found = await asyncio.to_thread(kernel_processes, cluster, record.id, kernels_only=True)
+        assert found, f"no process of kernel {record.id} on the NodeManager hosts"
+        for pids in found.values():
+            for pid in pids:
+                os.kill(pid, signal.SIGKILL)
+
+    gateway_config = {k: dict(v) for k, v in GATEWAY_CONFIG.items()}
+    gateway_config["ResponseListener"] = {"ip": cluster.ip, "port": 0}
+    with _jupyter_dirs(base):
+        try:
+            async with temp_gateway(**gateway_config) as gw:
+                hostnames = frozenset(h.name for h in cluster.hosts)
+                yield Backend("yarn", gw, spec, message_spec, kill, hostnames)
+        finally:
+            await close_backends()
+
+
 def conformance_testbed() -> Any:
     """A 2-host testbed (a generator for the package-scoped fixture)."""
     with running_testbed(2, network=CONFORMANCE_TESTBED) as bed:
@@ -136,4 +167,5 @@ def conformance_testbed() -> Any:
 BACKENDS: dict[str, tuple[BackendFactory, tuple[pytest.MarkDecorator, ...]]] = {
     "local": (local_backend, ()),
     "ssh": (ssh_backend, (pytest.mark.ssh,)),
+    "yarn": (yarn_backend, (pytest.mark.yarn, pytest.mark.timeout(300))),
 }

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +62,15 @@ class ContractBackend:
     cut_place: Callable[[KernelRecord], None] | None = None
     #: Undo every :attr:`cut_place` (called at the end of each test, also after a failure).
     restore_place: Callable[[], None] | None = None
+    #: Whether the first launch checkpoint already names the host (SSH places the kernel
+    #: first; YARN learns the host when the application runs).
+    host_in_first_checkpoint: bool = True
+    #: Whether a restart runs the kernel where it ran (SSH: the same host; YARN: the
+    #: scheduler picks a node again, as for any new application).
+    restart_keeps_place: bool = True
+    #: Seconds this backend needs to start a kernel at all, added to the tests' launch
+    #: timeouts that must be enough (a YARN application takes 15-40 s).
+    startup_seconds: float = 0.0
 
 
 BackendFactory = Callable[[pytest.FixtureRequest], ContractBackend]
@@ -167,8 +177,55 @@ def ssh_backend(request: pytest.FixtureRequest) -> ContractBackend:
     )
 
 
+# -- YARN -------------------------------------------------------------------------------------
+
+
+def yarn_backend(request: pytest.FixtureRequest) -> ContractBackend:
+    """ipykernels as Spark drivers in YARN cluster mode (their launcher holds the
+    SparkContext), on the NodeManager hosts of the session's YARN cluster."""
+    from tests.yarn.cluster import YarnCluster
+    from tests.yarn.kernels import kernel_processes, live_apps, provisioner_config
+
+    cluster: YarnCluster = request.getfixturevalue("yarn_cluster")
+
+    def metadata(tmp: Path, config: dict[str, Any]) -> dict[str, Any]:
+        # python: the driver's interpreter, also for kernel commands that are not Python
+        settings = provisioner_config(
+            cluster, spark_context_in_launcher=True, python=sys.executable, **config
+        )
+        return {"kernel_provisioner": {"provisioner_name": "kernelfleet-yarn", "config": settings}}
+
+    async def kill(record: KernelRecord) -> None:
+        found = await asyncio.to_thread(kernel_processes, cluster, record.id, kernels_only=True)
+        assert found, f"no process of kernel {record.id} on the NodeManager hosts"
+        for pids in found.values():
+            for pid in pids:
+                os.kill(pid, signal.SIGKILL)
+
+    def alive(kernel_id: str, checkpoint: Checkpoint) -> bool:
+        return bool(kernel_processes(cluster, kernel_id) or live_apps(cluster, kernel_id))
+
+    config = {k: dict(v) for k, v in GATEWAY_CONFIG.items()}
+    config["ResponseListener"] = {"ip": cluster.ip, "port": 0}
+    return ContractBackend(
+        name="yarn",
+        remote=True,
+        metadata=metadata,
+        kill=kill,
+        resource_alive=alive,
+        notify_address=cluster.ip,
+        hosts=frozenset(h.ip for h in cluster.hosts),
+        gateway_config=config,
+        process_env={"KF_RESPONSE_IP": cluster.ip, "KF_RESPONSE_PORT": "0"},
+        host_in_first_checkpoint=False,
+        restart_keeps_place=False,
+        startup_seconds=60.0,
+    )
+
+
 #: Every backend, by name, with the markers that gate its infrastructure.
 BACKENDS: dict[str, tuple[BackendFactory, tuple[pytest.MarkDecorator, ...]]] = {
     "local": (local_backend, ()),
     "ssh": (ssh_backend, (pytest.mark.ssh,)),
+    "yarn": (yarn_backend, (pytest.mark.yarn, pytest.mark.timeout(300))),
 }

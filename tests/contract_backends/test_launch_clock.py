@@ -28,7 +28,8 @@ async def test_the_clients_launch_timeout_outranks_the_kernelspecs(contract: Con
     spec = slow_spec(contract)
     async with temp_gateway(**contract.config()) as gw:
         c = client_for(gw)
-        model = await c.start_kernel(spec, env={"KERNEL_LAUNCH_TIMEOUT": "8"})
+        enough = 8 + contract.backend.startup_seconds
+        model = await c.start_kernel(spec, env={"KERNEL_LAUNCH_TIMEOUT": f"{enough:g}"})
         ws = await c.connect(model["id"])
         try:
             await execute_ok(ws, "1 + 1")

@@ -82,23 +82,26 @@ def cfg(**kw: Any) -> dict[str, Any]:
 # -- the built-in kinds -------------------------------------------------------------------------
 
 
-def test_registry_lists_ssh_then_local() -> None:
-    assert list(KINDS) == ["ssh", "local"]
+def test_registry_lists_ssh_local_then_yarn() -> None:
+    assert list(KINDS) == ["ssh", "local", "yarn"]
     assert kinds.kind_class("local") is LocalKind
     assert kinds.by_provisioner("kernelfleet-ssh") is SSHKind
     assert kinds.by_provisioner("kernelfleet-local") is LocalKind
     assert kinds.by_provisioner("local-provisioner") is None
-    with pytest.raises(SpecError, match=r"unknown spec kind 'SSH' \(use one of: ssh, local\)"):
+    with pytest.raises(
+        SpecError, match=r"unknown spec kind 'SSH' \(use one of: ssh, local, yarn\)"
+    ):
         kinds.kind_class("SSH")
 
 
 def test_ssh_options_are_declared_once_with_flags_and_env() -> None:
-    options = ["remote_hosts", "port_range", "load_balancing_algorithm"]
+    options = ["remote_hosts", "port_range", "load_balancing_algorithm", "hadoop_conf_dir"]
     assert list(SSHKind.option_traits()) == options  # in --help in this order
     assert env_names(SSHKind) == {
         "remote_hosts": "KF_SPEC_REMOTE_HOSTS",
         "port_range": "KF_SPEC_PORT_RANGE",
         "load_balancing_algorithm": "KF_SPEC_LOAD_BALANCING_ALGORITHM",
+        "hadoop_conf_dir": "KF_SPEC_HADOOP_CONF_DIR",
     }
     assert LocalKind.option_traits() == {}
     assert SSHKind.command_name() == "SSHInstallApp"

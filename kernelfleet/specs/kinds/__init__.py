@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from kernelfleet.specs.kinds import local, ssh
-from kernelfleet.specs.kinds.base import SpecKind, flag_of
+from kernelfleet.specs.kinds import local, ssh, yarn
+from kernelfleet.specs.kinds.base import KindDefault, SpecKind, flag_of
 from kernelfleet.specs.options import SpecError, SpecOptions
 
 KINDS: dict[str, type[SpecKind]] = {
@@ -18,6 +18,7 @@ KINDS: dict[str, type[SpecKind]] = {
     for kind in (
         ssh.SSHKind,
         local.LocalKind,
+        yarn.YarnKind,
     )
 }
 
@@ -55,4 +56,12 @@ def kind_for(spec: SpecOptions) -> SpecKind:
     return cls.from_options(replace(spec, kind_options=values))
 
 
-__all__ = ["KINDS", "SpecKind", "by_provisioner", "flag_of", "kind_class", "kind_for"]
+__all__ = [
+    "KINDS",
+    "KindDefault",
+    "SpecKind",
+    "by_provisioner",
+    "flag_of",
+    "kind_class",
+    "kind_for",
+]
