@@ -131,7 +131,7 @@ async def yarn_backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]
     """ipykernels as Spark drivers in YARN cluster mode (the launcher holds the SparkContext),
     on the NodeManager hosts of the session's YARN cluster."""
     from kernelfleet.provisioners.base import close_backends
-    from tests.yarn.kernels import kernel_processes, provisioner_config
+    from tests.yarn.kernels import kill_kernel, provisioner_config
 
     cluster = request.getfixturevalue("yarn_cluster")
     base = request.getfixturevalue("tmp_path_factory").mktemp("conformance-yarn")
@@ -140,11 +140,7 @@ async def yarn_backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]
     spec, message_spec = _python_specs(base / "jupyter", "yarn", metadata)
 
     async def kill(record: KernelRecord) -> None:
-        found = await asyncio.to_thread(kernel_processes, cluster, record.id, kernels_only=True)
-        assert found, f"no process of kernel {record.id} on the NodeManager hosts"
-        for pids in found.values():
-            for pid in pids:
-                os.kill(pid, signal.SIGKILL)
+        await kill_kernel(cluster, record.id)
 
     gateway_config = {k: dict(v) for k, v in GATEWAY_CONFIG.items()}
     gateway_config["ResponseListener"] = {"ip": cluster.ip, "port": 0}

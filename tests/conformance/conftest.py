@@ -25,6 +25,25 @@ from tests.testbed import Testbed
 #: The websocket protocols: the subprotocol a client asks for (None: legacy JSON).
 PROTOCOLS: dict[str, str | None] = {"legacy": None, "v1": V1_PROTOCOL}
 
+#: Backends whose kernels start slowly run the suite over one websocket protocol: the protocols
+#: are the gateway's own code (the same for every backend), and both run on local and SSH.
+ONE_PROTOCOL = {"yarn": "v1"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    keep, drop = [], []
+    for item in items:
+        params = getattr(item, "callspec", None)
+        backend = params.params.get("backend") if params is not None else None
+        protocol = params.params.get("protocol") if params is not None else None
+        only = ONE_PROTOCOL.get(str(backend))
+        (drop if only is not None and protocol is not None and protocol != only else keep).append(
+            item
+        )
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
 
 @dataclass
 class Kernel:

@@ -184,7 +184,7 @@ def yarn_backend(request: pytest.FixtureRequest) -> ContractBackend:
     """ipykernels as Spark drivers in YARN cluster mode (their launcher holds the
     SparkContext), on the NodeManager hosts of the session's YARN cluster."""
     from tests.yarn.cluster import YarnCluster
-    from tests.yarn.kernels import kernel_processes, live_apps, provisioner_config
+    from tests.yarn.kernels import kernel_processes, kill_kernel, live_apps, provisioner_config
 
     cluster: YarnCluster = request.getfixturevalue("yarn_cluster")
 
@@ -196,11 +196,7 @@ def yarn_backend(request: pytest.FixtureRequest) -> ContractBackend:
         return {"kernel_provisioner": {"provisioner_name": "kernelfleet-yarn", "config": settings}}
 
     async def kill(record: KernelRecord) -> None:
-        found = await asyncio.to_thread(kernel_processes, cluster, record.id, kernels_only=True)
-        assert found, f"no process of kernel {record.id} on the NodeManager hosts"
-        for pids in found.values():
-            for pid in pids:
-                os.kill(pid, signal.SIGKILL)
+        await kill_kernel(cluster, record.id)
 
     def alive(kernel_id: str, checkpoint: Checkpoint) -> bool:
         return bool(kernel_processes(cluster, kernel_id) or live_apps(cluster, kernel_id))

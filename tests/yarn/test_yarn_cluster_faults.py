@@ -73,10 +73,15 @@ async def test_four_kernels_run_at_once_and_a_full_queue_fails_fast_naming_itsel
         assert "ACCEPTED" in message and "capacity" in message, message
         assert waited < 60, waited  # the accepted bound, not the 150 s launch timeout
         # nothing of the refused kernel is left: only the first one runs in 'alt'
-        alt = [
-            a for a in await asyncio.to_thread(live_apps, yarn_cluster) if a["queue"] == "root.alt"
-        ]
-        assert len(alt) == 1 and first in alt[0]["applicationTags"], dump(alt)
+        alt = await eventually(  # the refused launch's application is killed (YARN: ~1 s)
+            lambda: asyncio.to_thread(
+                lambda: [a for a in live_apps(yarn_cluster) if a["queue"] == "root.alt"]
+            ),
+            lambda apps: len(apps) == 1,
+            "only the first kernel's application left in 'alt'",
+            20,
+        )
+        assert first in alt[0]["applicationTags"], dump(alt)
 
         for kid in [*kids, first]:
             await c.shutdown_kernel(kid)
