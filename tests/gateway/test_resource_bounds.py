@@ -91,6 +91,9 @@ async def test_a_crowd_of_maximal_messages_and_bodies_stays_within_the_memory_bo
         "KF_CONFIG_DIR": str(tmp_path / "cfg"),
         "KF_WS_MAX_MESSAGE_MB": str(MESSAGE_MB),
         "KF_MAX_BODY_KB": str(BODY_KB),
+        # 20 sessions start 20 kernels at once beside the crowd: on 2 loaded cores that can take
+        # longer than the default 60 s, which is not what this test is about
+        "KF_LAUNCH_TIMEOUT": "180",
     }
     gw = GatewayProcess(env)
     try:
@@ -109,7 +112,7 @@ async def test_a_crowd_of_maximal_messages_and_bodies_stays_within_the_memory_bo
         peak = vm(pid, "VmHWM")
         bound = baseline + 2 * CLIENTS * MESSAGE_MB * MB
         print(f"gateway RSS baseline {baseline / MB:.0f} MB, peak {peak / MB:.0f} MB")
-        assert all(s in (201, 400) for s in statuses[CLIENTS:]), statuses[CLIENTS:]
+        assert all(s in (201, 400) for s in statuses[CLIENTS:]), sorted(statuses[CLIENTS:])
         assert peak < bound, f"peak {peak / MB:.0f} MB over {bound / MB:.0f} MB"
         ws = await gw.client.connect(kid)  # the gateway and the kernel still serve
         reply, _ = await ws.execute("2 + 2")

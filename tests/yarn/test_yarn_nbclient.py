@@ -47,7 +47,7 @@ async def test_nbclient_runs_a_notebook_on_a_slow_starting_yarn_kernel_with_rais
         JupyterGatewayClient.instance(
             url=gw.url.rstrip("/"), request_timeout=200.0, connect_timeout=200.0
         )
-        km = GatewayKernelManager(kernel_name="yslow")  # nbclient does not set a given km's
+        km = GatewayKernelManager()
         nb = nbformat.v4.new_notebook(
             metadata={
                 "kernelspec": {"name": "yslow", "display_name": "slow", "language": "python"}
@@ -56,7 +56,9 @@ async def test_nbclient_runs_a_notebook_on_a_slow_starting_yarn_kernel_with_rais
         )
         client = NotebookClient(nb, km=km, timeout=60, startup_timeout=200, kernel_name="yslow")
         try:
-            await client.async_execute()
+            # jupyter_server's GatewayKernelManager starts "python3" unless told: nbclient passes
+            # these keyword arguments on to its start_kernel
+            await client.async_execute(kernel_name="yslow")
             kernel_id = km.kernel_id
             assert kernel_id is not None and gw.registry.records[kernel_id].name == "yslow"
         finally:
