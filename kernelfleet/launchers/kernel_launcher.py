@@ -39,6 +39,8 @@ not be reached: the kernel is stopped), 4 (the kernel did not start).
 from __future__ import annotations
 
 import argparse
+import base64
+import binascii
 import contextlib
 import json
 import os
@@ -120,9 +122,6 @@ def parse_args(argv):
     args = parser.parse_args(argv)
     kernel_argv = args.kernel_argv[1:] if args.kernel_argv[:1] == ["--"] else args.kernel_argv
     if args.argv_b64 is not None:
-        import base64
-        import binascii
-
         try:
             args.argv_json = base64.b64decode(args.argv_b64, validate=True).decode("utf-8")
         except (binascii.Error, UnicodeDecodeError):
@@ -304,9 +303,6 @@ def decode_kernel_env(text):
     a JSON object of strings."""
     if not text:
         return {}
-    import base64
-    import binascii
-
     try:
         value = json.loads(base64.b64decode(text, validate=True))
     except (binascii.Error, ValueError):

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import weakref
 from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
@@ -41,6 +42,8 @@ from kernelfleet.transport.listener import close_listener
 
 #: Names of the launching process's environment variables a kernel inherits by default.
 DEFAULT_INHERITED_ENVS = ("PATH", "LANG", "LANGUAGE", "LC_ALL", "TZ")
+#: What a KERNEL_USERNAME must look like to become an OS or YARN user (impersonation).
+USERNAME = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
 #: Seconds a launch may take when neither the gateway, the kernelspec nor KF_LAUNCH_TIMEOUT says.
 DEFAULT_LAUNCH_TIMEOUT = 60.0
 

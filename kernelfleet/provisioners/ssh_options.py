@@ -17,10 +17,10 @@ from traitlets.config import Configurable
 from kernelfleet.config import option
 from kernelfleet.errors import BadRequest, Forbidden, HostsUnavailable
 from kernelfleet.placement.policies import ALGORITHMS
+from kernelfleet.provisioners.base import USERNAME
 from kernelfleet.transport.agent_client import SSHTarget
 from kernelfleet.transport.protocol import PortRange, parse_port_range
 
-USERNAME = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
 HOSTNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.:_-]{0,252}$")
 
 

@@ -161,6 +161,7 @@ class YarnProvisioner(RemoteProvisioner, YarnOptions):  # type: ignore[misc,meta
             watch = self.watch = backend.watch(kid, hurry=True)
             if isinstance(self.previous.get("app_id"), str):
                 watch.exclude.add(self.previous["app_id"])
+            python = self._python(cmd)
             sub = submission(
                 spark_submit=spark_submit,
                 kernel_id=kid,
@@ -168,12 +169,12 @@ class YarnProvisioner(RemoteProvisioner, YarnOptions):  # type: ignore[misc,meta
                 files=files,
                 py_files=py_files,
                 kernel_argv=cmd,
-                python=self._python(cmd),
+                python=python,
                 resources=res,
                 spark_conf=self.spark_conf,
                 response_env=registration.env,
                 kernel_env=env,
-                submit_env=self._submit_env(),
+                submit_env=self._submit_env(python),
                 tags=tags,
                 ready_timeout=max(1.0, self.time_left()),
                 proxy_user=proxy,
@@ -197,7 +198,7 @@ class YarnProvisioner(RemoteProvisioner, YarnOptions):  # type: ignore[misc,meta
             }
         log.info("kernel %s runs as YARN application %s on %s", kid, app_id, host)
 
-    def _submit_env(self) -> dict[str, str]:
+    def _submit_env(self, python: str) -> dict[str, str]:
         env = {
             k: v
             for k, v in os.environ.items()
@@ -207,9 +208,7 @@ class YarnProvisioner(RemoteProvisioner, YarnOptions):  # type: ignore[misc,meta
             env["PYSPARK_ARCHIVES_PATH"] = self.pyspark_archives
         env["HADOOP_CONF_DIR"] = env["YARN_CONF_DIR"] = self.conf_dir()
         env["SPARK_HOME"] = self.spark_home_dir()
-        env["PYSPARK_PYTHON"] = self._python(
-            list(self.kernel_spec.argv) if self.kernel_spec else []
-        )
+        env["PYSPARK_PYTHON"] = python
         return env
 
     async def _submit(
@@ -247,14 +246,18 @@ class YarnProvisioner(RemoteProvisioner, YarnOptions):  # type: ignore[misc,meta
                 if app and not found.done():
                     found.set_result(app)
 
+        def kill() -> None:
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+
         async def finish() -> None:
             try:
                 await read()
                 await proc.wait()
             finally:
                 if proc.returncode is None:  # cancelled: the gateway is closing
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(proc.pid, signal.SIGKILL)
+                    kill()
                     await asyncio.shield(proc.wait())
                 await asyncio.to_thread(shutil.rmtree, tmp, True)
 
@@ -278,16 +281,13 @@ class YarnProvisioner(RemoteProvisioner, YarnOptions):  # type: ignore[misc,meta
         except TimeoutError:
             raise self._timeout(None) from None
         except BaseException:
-            if proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
+            kill()
             raise
         finally:
             finishing.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     def _submit_failed(self, code: int | None, lines: list[str]) -> str:
-        useful = [ln for ln in lines if "Exception" in ln or "ERROR" in ln or "rror:" in ln]
-        tail = " | ".join((useful or lines)[-4:])[-700:]
+        tail = log_excerpt("\n".join(lines), 700)
         return (
             f"Kernel '{self.kernelspec_name}' not submitted to YARN: spark-submit exited with "
             f"status {code} before the application was accepted. Its output ends: {tail}"
@@ -475,8 +475,9 @@ class YarnProvisioner(RemoteProvisioner, YarnOptions):  # type: ignore[misc,meta
 
 
 def log_excerpt(text: str, limit: int = 900) -> str:
-    """The lines of a driver's log that say why it failed (the launcher's own lines, Python
-    and Java exceptions, errors), else its last lines; at most *limit* characters."""
+    """The lines of a driver's log or of spark-submit's output that say why it failed (the
+    launcher's own lines, Python and Java exceptions, errors), else its last lines; at most
+    *limit* characters."""
     lines = [ln.rstrip() for ln in text.splitlines() if ln.strip()]
     telling = [
         ln
@@ -484,7 +485,14 @@ def log_excerpt(text: str, limit: int = 900) -> str:
         if not ln.lstrip().startswith("at ")
         and any(
             word in ln
-            for word in ("kernelfleet launcher:", "Error", "Exception", "Traceback", "FAILED")
+            for word in (
+                "kernelfleet launcher:",
+                "Error",
+                "ERROR",
+                "Exception",
+                "Traceback",
+                "FAILED",
+            )
         )
     ]
     picked = telling[-8:] if telling else lines[-8:]

@@ -21,7 +21,8 @@ from traitlets.config import Configurable
 
 from kernelfleet.config import option
 from kernelfleet.errors import BadRequest, Forbidden
-from kernelfleet.provisioners.yarn_submit import USERNAME, Limits, memory_mb
+from kernelfleet.provisioners.base import USERNAME
+from kernelfleet.provisioners.yarn_submit import Limits, memory_mb
 
 DEFAULT_PROHIBITED_USERS = ["root", "hdfs", "yarn", "mapred", "hadoop", "spark"]
 

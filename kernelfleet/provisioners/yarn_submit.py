@@ -27,12 +27,12 @@ from dataclasses import dataclass, field
 
 from kernelfleet.errors import BadRequest, Forbidden
 from kernelfleet.launchers import spark_kernel
+from kernelfleet.provisioners.base import USERNAME
 
 #: Values that may be written into a container's launch script (inside double quotes).
 SAFE_VALUE = re.compile(r"^[A-Za-z0-9._:/,=@%+*\-]{0,4096}$")
 MEMORY = re.compile(r"^(\d{1,9})([kKmMgGtT]?)[bB]?$")
 QUEUE = re.compile(r"^[A-Za-z0-9_.\-]{1,200}$")
-USERNAME = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
 #: Spark properties a start request may set (KERNEL_EXTRA_SPARK_OPTS ``--conf`` keys): how
 #: much the kernel gets and how it runs, never what it is, where its files come from, or code.
 REQUEST_CONF_KEYS = re.compile(

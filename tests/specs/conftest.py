@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,3 +16,15 @@ from tests.specs.fleet import shared_testbed
 def fleet_bed() -> Iterator[Any]:
     with shared_testbed() as bed:
         yield bed
+
+
+@pytest.fixture
+def prefix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An install prefix and private Jupyter/kernelfleet dirs; no KF_SPEC_* of the caller's."""
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "p" / "share" / "jupyter"))
+    monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("KF_CONFIG_DIR", str(tmp_path / "cfg"))
+    for name in list(os.environ):
+        if name.startswith("KF_SPEC_"):
+            monkeypatch.delenv(name)
+    return tmp_path / "p"

@@ -27,17 +27,6 @@ def cli(app_cls: type, argv: list[str]) -> int:
     return 0
 
 
-@pytest.fixture
-def prefix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "p" / "share" / "jupyter"))
-    monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("KF_CONFIG_DIR", str(tmp_path / "cfg"))
-    for name in list(os.environ):
-        if name.startswith("KF_SPEC_"):
-            monkeypatch.delenv(name)
-    return tmp_path / "p"
-
-
 def test_install_ssh_writes_a_complete_spec(
     prefix: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -5,7 +5,6 @@ install command; the real run is tests/yarn/test_client_mode.py."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ from kernelfleet.cli.spec import LocalInstallApp, SSHInstallApp
 from kernelfleet.launchers import spark_kernel
 from kernelfleet.specs import builders
 from kernelfleet.specs.builders import SpecError, SpecOptions, build_kernel_json, build_spec
+from tests.specs.test_install_cli import cli
 
 DIR = "/srv/kernels/k"
 PY = "/opt/py/bin/python3"
@@ -88,27 +88,6 @@ def test_spark_on_yarn_without_it_warns_and_everything_else_does_not() -> None:
 
 
 # -- the install command ----------------------------------------------------------------------
-
-
-def cli(app_cls: type, argv: list[str]) -> int:
-    app = app_cls()
-    try:
-        app.initialize(argv)
-        app.start()
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
-
-
-@pytest.fixture
-def prefix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "p" / "share" / "jupyter"))
-    monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("KF_CONFIG_DIR", str(tmp_path / "cfg"))
-    for name in list(os.environ):
-        if name.startswith("KF_SPEC_"):
-            monkeypatch.delenv(name)
-    return tmp_path / "p"
 
 
 def test_install_writes_it_and_warns_only_without_it(
