@@ -9,11 +9,16 @@ STAMP := $(VENV)/.installed-stamp
 # sudo for impersonation by a non-root SSH user, PostgreSQL for the shared kernel store,
 # Java 17 for the Spark standalone cluster of tests/spark (pyspark comes with the test extra),
 # R and IRkernel for the R kernels of tests/specs, Maven to fetch the Hadoop YARN daemons of
-# tests/yarn (it runs on the JRE above; nothing is compiled).
+# tests/yarn (it runs on the JRE above; nothing is compiled), and for the Kubernetes node of
+# tests/k8s: containerd, runc and the CNI plugins, mmdebstrap for the kernel images, gcc for the
+# pause program, openssl for the cluster's certificates, Debian's registry for image pulls, Go
+# to build Kubernetes (scripts/k8s-deps.sh).
 SYSTEM_PACKAGES := openssh-server chromium iproute2 procps python3-ipykernel sudo postgresql \
-	openjdk-17-jre-headless r-base-core r-cran-irkernel maven
+	openjdk-17-jre-headless r-base-core r-cran-irkernel maven containerd runc \
+	containernetworking-plugins mmdebstrap busybox-static gcc libc6-dev openssl docker-registry
 
-.PHONY: install system-deps toree-env yarn-deps run test test-fast lint bench clean
+.PHONY: install system-deps toree-env yarn-deps k8s-deps images k8s-up k8s-down k8s-status run test \
+	test-fast lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -36,6 +41,14 @@ system-deps:
 	command -v R >/dev/null 2>&1 || missing="$$missing r-base-core"; \
 	[ -d /usr/lib/R/site-library/IRkernel ] || missing="$$missing r-cran-irkernel"; \
 	command -v mvn >/dev/null 2>&1 || missing="$$missing maven"; \
+	command -v containerd >/dev/null 2>&1 || missing="$$missing containerd"; \
+	command -v runc >/dev/null 2>&1 || missing="$$missing runc"; \
+	[ -x /usr/lib/cni/bridge ] || missing="$$missing containernetworking-plugins"; \
+	command -v mmdebstrap >/dev/null 2>&1 || missing="$$missing mmdebstrap"; \
+	[ -x /bin/busybox ] || missing="$$missing busybox-static"; \
+	command -v gcc >/dev/null 2>&1 || missing="$$missing gcc libc6-dev"; \
+	command -v openssl >/dev/null 2>&1 || missing="$$missing openssl"; \
+	command -v docker-registry >/dev/null 2>&1 || missing="$$missing docker-registry"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
@@ -57,10 +70,31 @@ export KF_TEST_CACHE ?= /opt/kernelfleet-test
 yarn-deps: system-deps
 	@sh scripts/yarn-deps.sh
 
+# Kubernetes v1.35.4 and etcd v3.6.16 for tests/k8s, built from the Go module proxy by
+# scripts/k8s-deps.sh into $(KF_TEST_CACHE)/k8s-v1.35.4-etcd-v3.6.16-<recipe hash>/bin: about
+# 7 min once per machine on 2 cores (Go's caches are removed after the build).
+k8s-deps: system-deps
+	@sh scripts/k8s-deps.sh
+
+# The kernel images (Debian bookworm root filesystems, no registry), cached by recipe hash.
+images: install system-deps
+	$(BIN)/kernelfleet image build python r busybox
+
+# The test cluster of tests/k8s, for use by hand (kubectl, kernelspecs); the tests start the
+# same one themselves when it is not up.
+k8s-up: install system-deps k8s-deps
+	$(BIN)/python -m tests.k8s.cluster up
+
+k8s-down: install
+	$(BIN)/python -m tests.k8s.cluster down
+
+k8s-status: install
+	$(BIN)/python -m tests.k8s.cluster status
+
 run: install
 	$(BIN)/kernelfleet serve
 
-test: install system-deps toree-env yarn-deps
+test: install system-deps toree-env yarn-deps k8s-deps
 	$(BIN)/ruff check kernelfleet tests benchmarks
 	$(BIN)/ruff format --check kernelfleet tests benchmarks
 	$(BIN)/mypy
@@ -76,7 +110,7 @@ lint: install
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-bench: install system-deps yarn-deps
+bench: install system-deps yarn-deps k8s-deps
 	$(BIN)/python -m benchmarks
 
 clean:

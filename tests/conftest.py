@@ -14,6 +14,8 @@ from traitlets.config import Config
 
 from kernelfleet.client import GatewayClient
 from kernelfleet.gateway.app import Gateway
+from tests.k8s.fixture import k8s_cluster  # noqa: F401 - the session's Kubernetes cluster
+from tests.k8s.session import identity, kernel_image  # noqa: F401 - over that cluster
 from tests.yarn.fixture import yarn_cluster  # noqa: F401 - the session's YARN cluster
 
 TOKEN = "test-token"

@@ -27,6 +27,7 @@ class KernelFleetApp(KernelfleetCommand):
         "serve": ("kernelfleet.cli.serve.ServeApp", "Start the kernel gateway."),
         "spec": ("kernelfleet.cli.spec.SpecApp", "Manage kernelspecs for the fleet."),
         "hosts": ("kernelfleet.cli.hosts.HostsApp", "Check the hosts of the fleet."),
+        "image": ("kernelfleet.cli.image.ImageApp", "Build kernel images without a registry."),
     }
 
 

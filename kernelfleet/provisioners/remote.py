@@ -125,6 +125,17 @@ class RemoteProvisioner(KernelfleetProvisioner):
         return exc
 
     # -- helpers for hooks ------------------------------------------------------------------
+    def interrupt_by_message(self) -> bool:
+        """Send an ``interrupt_request`` on the kernel's control channel (which ipykernel
+        answers by signalling itself): how a SIGINT reaches a kernel no signal can reach
+        (a YARN container, a pod). False when the parent is no jupyter_client KernelManager."""
+        km: Any = self.parent
+        if not hasattr(km, "_connect_control_socket"):
+            return False
+        km._connect_control_socket()  # jupyter_client 8: the socket its interrupts use
+        km.session.send(km._control_socket, km.session.msg("interrupt_request", content={}))
+        return True
+
     @property
     def kernelspec_name(self) -> str:
         spec = self.kernel_spec

@@ -401,10 +401,7 @@ class YarnProvisioner(RemoteProvisioner, YarnOptions):  # type: ignore[misc,meta
         """No signal reaches a process in a YARN container: SIGINT (an interrupt of a
         kernelspec in signal mode) becomes an ``interrupt_request`` on the kernel's control
         channel, which ipykernel answers by signalling itself; other signals are logged."""
-        km: Any = self.parent
-        if signum == signal.SIGINT and hasattr(km, "_connect_control_socket"):
-            km._connect_control_socket()  # jupyter_client 8: the socket its interrupts use
-            km.session.send(km._control_socket, km.session.msg("interrupt_request", content={}))
+        if signum == signal.SIGINT and self.interrupt_by_message():
             return
         log.warning("kernel %s: signal %s cannot reach a YARN container", self.kernel_id, signum)
 

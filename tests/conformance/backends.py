@@ -153,6 +153,42 @@ async def yarn_backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]
             await close_backends()
 
 
+@contextlib.asynccontextmanager
+async def k8s_backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
+    """ipykernels in pods of the session's Kubernetes cluster (this machine's Python and venv
+    as read-only host paths, as in the contract suite)."""
+    from kernelfleet.provisioners.base import close_backends
+    from tests.contract_backends.backends import k8s_pids
+    from tests.k8s.kernels import KERNELS_NAMESPACE
+    from tests.k8s.session import PodNames, host_python_volumes
+
+    cluster = request.getfixturevalue("k8s_cluster")
+    identity = request.getfixturevalue("identity")
+    image = request.getfixturevalue("kernel_image")
+    base = request.getfixturevalue("tmp_path_factory").mktemp("conformance-k8s")
+    config = {
+        **identity.settings(),
+        "image": image,
+        "namespace": KERNELS_NAMESPACE,
+        "volumes": host_python_volumes(),
+    }
+    metadata = {"kernel_provisioner": {"provisioner_name": "kernelfleet-k8s", "config": config}}
+    spec, message_spec = _python_specs(base / "jupyter", "k8s", metadata)
+
+    async def kill(record: KernelRecord) -> None:
+        for pid in await asyncio.to_thread(k8s_pids, record.id):
+            os.kill(pid, signal.SIGKILL)
+
+    gateway_config = {k: dict(v) for k, v in GATEWAY_CONFIG.items()}
+    gateway_config["ResponseListener"] = {"ip": cluster.node_ip, "port": 0}
+    with _jupyter_dirs(base):
+        try:
+            async with temp_gateway(**gateway_config) as gw:
+                yield Backend("k8s", gw, spec, message_spec, kill, PodNames())
+        finally:
+            await close_backends()
+
+
 def conformance_testbed() -> Any:
     """A 2-host testbed (a generator for the package-scoped fixture)."""
     with running_testbed(2, network=CONFORMANCE_TESTBED) as bed:
@@ -164,4 +200,5 @@ BACKENDS: dict[str, tuple[BackendFactory, tuple[pytest.MarkDecorator, ...]]] = {
     "local": (local_backend, ()),
     "ssh": (ssh_backend, (pytest.mark.ssh,)),
     "yarn": (yarn_backend, (pytest.mark.yarn, pytest.mark.timeout(300))),
+    "k8s": (k8s_backend, (pytest.mark.k8s, pytest.mark.timeout(180))),
 }

@@ -219,9 +219,79 @@ def yarn_backend(request: pytest.FixtureRequest) -> ContractBackend:
     )
 
 
+# -- Kubernetes -------------------------------------------------------------------------------
+
+
+def k8s_pids(kernel_id: str) -> list[int]:
+    """Live processes of a kernel pod (seen from the node: the kernel carries KERNEL_ID)."""
+    needle = f"KERNEL_ID={kernel_id}".encode()
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            env = (proc / "environ").read_bytes()
+            stat = (proc / "stat").read_bytes()
+        except OSError:
+            continue
+        if needle in env.split(b"\0") and b") Z " not in stat:
+            found.append(int(proc.name))
+    return found
+
+
+def k8s_backend(request: pytest.FixtureRequest) -> ContractBackend:
+    """ipykernels in pods of the session's Kubernetes cluster; the pods get this machine's
+    Python and venv as read-only host paths, so kernel commands name ``sys.executable``."""
+    from tests.k8s.cluster import K8sCluster
+    from tests.k8s.kernels import KERNELS_NAMESPACE, Identity, kernel_pods
+    from tests.k8s.session import host_python_volumes
+
+    cluster: K8sCluster = request.getfixturevalue("k8s_cluster")
+    identity: Identity = request.getfixturevalue("identity")
+    image: str = request.getfixturevalue("kernel_image")
+
+    def metadata(tmp: Path, config: dict[str, Any]) -> dict[str, Any]:
+        settings = {
+            **identity.settings(),
+            "image": image,
+            "namespace": KERNELS_NAMESPACE,
+            "volumes": host_python_volumes(),
+            "delete_grace": 2,
+            **config,
+        }
+        return {"kernel_provisioner": {"provisioner_name": "kernelfleet-k8s", "config": settings}}
+
+    async def kill(record: KernelRecord) -> None:
+        pids = await asyncio.to_thread(k8s_pids, record.id)
+        assert pids, f"no process of kernel {record.id} on the node"
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+
+    def alive(kernel_id: str, checkpoint: Checkpoint) -> bool:
+        return bool(k8s_pids(kernel_id) or kernel_pods(cluster, kernel_id))
+
+    config = {k: dict(v) for k, v in GATEWAY_CONFIG.items()}
+    config["ResponseListener"] = {"ip": cluster.node_ip, "port": 0}
+    return ContractBackend(
+        name="k8s",
+        remote=True,
+        metadata=metadata,
+        kill=kill,
+        resource_alive=alive,
+        notify_address=cluster.node_ip,
+        hosts=frozenset({cluster.node_name}),
+        gateway_config=config,
+        process_env={"KF_RESPONSE_IP": cluster.node_ip, "KF_RESPONSE_PORT": "0"},
+        host_in_first_checkpoint=False,
+        restart_keeps_place=True,
+        startup_seconds=5.0,
+    )
+
+
 #: Every backend, by name, with the markers that gate its infrastructure.
 BACKENDS: dict[str, tuple[BackendFactory, tuple[pytest.MarkDecorator, ...]]] = {
     "local": (local_backend, ()),
     "ssh": (ssh_backend, (pytest.mark.ssh,)),
     "yarn": (yarn_backend, (pytest.mark.yarn, pytest.mark.timeout(300))),
+    "k8s": (k8s_backend, (pytest.mark.k8s, pytest.mark.timeout(180))),
 }
