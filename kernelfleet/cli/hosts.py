@@ -1,7 +1,7 @@
 """``kernelfleet hosts check [--spec NAME] [--hosts H…] [--json]``: argument parsing and output.
 
 With neither ``--spec`` nor ``--hosts`` it checks every installed SSH kernelspec on its hosts,
-and the cluster of every YARN kernelspec.
+and the cluster of every YARN and Kubernetes kernelspec.
 
 SSH settings are the provisioner's (``KF_SSH_USER``, ``KF_SSH_PORT``, ``KF_SSH_KEY``,
 ``KF_SSH_KNOWN_HOSTS``, ``KF_AGENT_PYTHON``, ``--SSHProvisioner.*``), overridden by the
@@ -13,7 +13,10 @@ checks themselves are in :mod:`kernelfleet.specs.hostcheck`.
 A YARN kernelspec (``kernelfleet-yarn``) is checked without SSH, one row for its cluster
 (:mod:`kernelfleet.specs.yarncheck`), with the YARN provisioner's settings (``KF_YARN_*``,
 ``c.YarnProvisioner.*`` in the config file, then the kernelspec's config), read through the
-yarn spec kind (:func:`kernelfleet.specs.kinds.yarn.provisioner_settings`).
+yarn spec kind (:func:`kernelfleet.specs.kinds.yarn.provisioner_settings`). A Kubernetes
+kernelspec (``kernelfleet-k8s``) likewise: one row for its cluster, asked through the API server
+under the gateway's own identity (:mod:`kernelfleet.specs.k8scheck`), with the provisioner's
+settings (``KF_K8S_*``, ``c.K8sProvisioner.*``, then the kernelspec's config).
 """
 
 from __future__ import annotations
@@ -31,22 +34,25 @@ from kernelfleet.cli.base import KernelfleetCommand, table
 from kernelfleet.cli.spec import FleetCommand
 from kernelfleet.config import EnvError, option
 from kernelfleet.errors import PublicError
-from kernelfleet.specs import hostcheck, installer, yarncheck
+from kernelfleet.specs import hostcheck, installer, k8scheck, yarncheck
+from kernelfleet.specs.kinds import k8s as k8s_kind
 from kernelfleet.specs.kinds import ssh as ssh_kind
 from kernelfleet.specs.kinds import yarn as yarn_kind
 from kernelfleet.specs.verdicts import HostReport
 
 YARN = yarn_kind.YarnKind.provisioner_name
+K8S = k8s_kind.K8sKind.provisioner_name
 
 
 @dataclass(frozen=True)
 class Job:
     """One set of checks: a kernelspec (or None: --hosts alone) and either the SSH
-    provisioner's settings (hosts to check) or a YARN cluster to check."""
+    provisioner's settings (hosts to check), a YARN cluster or a Kubernetes cluster to check."""
 
     row: installer.SpecRow | None
     provisioner: Any = None
     yarn: yarncheck.YarnTarget | None = None
+    k8s: k8scheck.K8sTarget | None = None
 
 
 class CheckApp(FleetCommand):
@@ -55,20 +61,23 @@ class CheckApp(FleetCommand):
     agent's Python, the spec's interpreter and kernel package, the spec's files (identical to
     this machine's), spark-submit and the Spark master, free ports, clock skew. For a YARN
     kernelspec, its cluster instead: the ResourceManagers' HA states, the NodeManagers, the
-    queue, and spark-submit and the Hadoop configuration on this machine. Exit status 1 when
-    a host (or cluster) is not ready."""
+    queue, and spark-submit and the Hadoop configuration on this machine. For a Kubernetes
+    kernelspec, its cluster: the API server, the gateway's rights there, the namespaces, the
+    image on the nodes and the pod template. Exit status 1 when a host (or cluster) is not
+    ready."""
     examples = dedent("""
-        kernelfleet hosts check             # every SSH spec's hosts, every YARN spec's cluster
+        kernelfleet hosts check             # every SSH spec's hosts, every cluster spec's cluster
         kernelfleet hosts check --hosts=host1,host2
         kernelfleet hosts check --spec=ssh_python_spark --json
         kernelfleet hosts check --spec=yarn_python
+        kernelfleet hosts check --spec=k8s_python --json
         """)
     spec = option(
         Unicode(
             "",
-            help="Kernelspec to check the hosts (or YARN cluster) for. Default: with --hosts, "
-            "host checks only; without, every installed SSH kernelspec and its hosts, and "
-            "every YARN kernelspec's cluster.",
+            help="Kernelspec to check the hosts (or YARN or Kubernetes cluster) for. Default: "
+            "with --hosts, host checks only; without, every installed SSH kernelspec and its "
+            "hosts, and every YARN and Kubernetes kernelspec's cluster.",
         ),
         "KF_CHECK_SPEC",
     )
@@ -109,7 +118,8 @@ class CheckApp(FleetCommand):
 
     def _jobs(self) -> list[Job]:
         """What to check: the named spec, the --hosts given, or — with neither — every
-        installed SSH kernelspec (on its hosts) and YARN kernelspec (its cluster)."""
+        installed SSH kernelspec (on its hosts) and YARN or Kubernetes kernelspec (its
+        cluster)."""
         ksm = self.spec_manager()
         if self.spec:
             rows: list[installer.SpecRow | None] = [installer.find_spec(ksm, self.spec)]
@@ -120,11 +130,12 @@ class CheckApp(FleetCommand):
             rows = [
                 r
                 for r in installer.list_specs(ksm)
-                if (r.provisioner == ssh and r.hosts) or r.provisioner == YARN
+                if (r.provisioner == ssh and r.hosts) or r.provisioner in (YARN, K8S)
             ]
             if not rows:
                 self.fail(
-                    "no hosts to check: no installed kernelspec runs on SSH hosts or YARN. "
+                    "no hosts to check: no installed kernelspec runs on SSH hosts, YARN or "
+                    "Kubernetes. "
                     "Pass --hosts, or install one with 'kernelfleet spec install ssh'.",
                     code=2,
                 )
@@ -143,11 +154,27 @@ class CheckApp(FleetCommand):
                     self.fail(f"kernelspec {row.name}: {exc}", code=2)
                 jobs.append(Job(row, yarn=yarncheck.target_for(row, settings)))
                 continue
+            if row is not None and row.provisioner == K8S:
+                jobs.append(Job(row, k8s=self._k8s_target(row)))
+                continue
             spec_config = row.provisioner_config if row else None
             provisioner = ssh_kind.provisioner_settings(self.config, spec_config)
             provisioner.ports()  # a bad port_range is an error before anything connects
             jobs.append(Job(row, provisioner))
         return jobs
+
+    def _k8s_target(self, row: installer.SpecRow) -> k8scheck.K8sTarget:
+        if self.hosts:
+            self.fail(
+                f"--hosts does not apply to kernelspec {row.name}: its kernels run where "
+                "Kubernetes schedules their pods (its cluster is checked instead)",
+                code=2,
+            )
+        try:
+            settings = k8s_kind.provisioner_settings(self.config, row.provisioner_config)
+            return k8scheck.target_for(row, settings)
+        except (EnvError, TraitError, PublicError) as exc:
+            self.fail(f"kernelspec {row.name}: {getattr(exc, 'message', exc)}", code=2)
 
     async def _check_all(
         self, jobs: list[Job]
@@ -158,6 +185,9 @@ class CheckApp(FleetCommand):
             row, provisioner = job.row, job.provisioner
             if job.yarn is not None:
                 results.append((row, [await yarncheck.check_cluster(job.yarn)]))
+                continue
+            if job.k8s is not None:
+                results.append((row, [await k8scheck.check_cluster(job.k8s)]))
                 continue
             settings = hostcheck.CheckSettings(
                 port_range=provisioner.ports(),
@@ -172,17 +202,20 @@ class CheckApp(FleetCommand):
     def _print(self, row: installer.SpecRow | None, reports: list[HostReport]) -> None:
         if row is not None and not self.spec:
             print(f"== {row.name} ==")
-        yarn = row is not None and row.provisioner == YARN
-        names = yarncheck.YARN_CHECK_NAMES if yarn else hostcheck.CHECK_NAMES
-        headers = ["CLUSTER" if yarn else "HOST", "STATUS", *(n.upper() for n in names)]
+        provisioner = row.provisioner if row is not None else ""
+        cluster = {YARN: "YARN", K8S: "Kubernetes"}.get(provisioner)
+        names = {YARN: yarncheck.YARN_CHECK_NAMES, K8S: k8scheck.K8S_CHECK_NAMES}.get(
+            provisioner, hostcheck.CHECK_NAMES
+        )
+        headers = ["CLUSTER" if cluster else "HOST", "STATUS", *(n.upper() for n in names)]
         print(table(headers, hostcheck.summary_rows(reports, names)))
         lines = hostcheck.failure_lines(reports)
         if lines:
             print()
             print("\n".join(lines))
         ready = sum(r.ready for r in reports)
-        if yarn and row is not None:
-            print(f"\nYARN cluster {'ready' if ready else 'NOT READY'} for {row.name}")
+        if cluster and row is not None:
+            print(f"\n{cluster} cluster {'ready' if ready else 'NOT READY'} for {row.name}")
         else:
             print(f"\n{ready} of {len(reports)} hosts ready" + (f" for {row.name}" if row else ""))
         if row is not None and not self.spec:

@@ -486,6 +486,7 @@ def build_spec(opts: SpecOptions, resource_dir: str) -> SpecFiles:
     own = kind.launchers(opts)
     if own is not None:
         launchers = dict(own)
+    files.update(kind.spec_files(opts))
     return SpecFiles(opts.name, kernel_json, files, launchers)
 
 

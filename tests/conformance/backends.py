@@ -60,12 +60,21 @@ class Backend:
 BackendFactory = Callable[[pytest.FixtureRequest], contextlib.AbstractAsyncContextManager[Backend]]
 
 
-def _python_specs(root: Path, prefix: str, metadata: dict[str, Any]) -> tuple[str, str]:
+def _python_specs(
+    root: Path, prefix: str, metadata: dict[str, Any], python: str = ""
+) -> tuple[str, str]:
+    """Kernelspecs of both interrupt modes; ipykernel of *python* (default: this venv's)."""
+    extra = {"argv": [python, "-m", "ipykernel_launcher", "-f", "{connection_file}"]}
     for mode in ("signal", "message"):
         add_kernelspec(
             root,
             f"{prefix}_{mode}",
-            {"interrupt_mode": mode, "env": KERNEL_ENV, "metadata": metadata},
+            {
+                "interrupt_mode": mode,
+                "env": KERNEL_ENV,
+                "metadata": metadata,
+                **(extra if python else {}),
+            },
         )
     return f"{prefix}_signal", f"{prefix}_message"
 
@@ -155,12 +164,12 @@ async def yarn_backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]
 
 @contextlib.asynccontextmanager
 async def k8s_backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
-    """ipykernels in pods of the session's Kubernetes cluster (this machine's Python and venv
-    as read-only host paths, as in the contract suite)."""
+    """The kernel image's own ipykernel (Debian's) in pods of the session's Kubernetes
+    cluster, run as the image's non-root user."""
     from kernelfleet.provisioners.base import close_backends
     from tests.contract_backends.backends import k8s_pids
     from tests.k8s.kernels import KERNELS_NAMESPACE
-    from tests.k8s.session import PodNames, host_python_volumes
+    from tests.k8s.session import PodNames
 
     cluster = request.getfixturevalue("k8s_cluster")
     identity = request.getfixturevalue("identity")
@@ -170,10 +179,9 @@ async def k8s_backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
         **identity.settings(),
         "image": image,
         "namespace": KERNELS_NAMESPACE,
-        "volumes": host_python_volumes(),
     }
     metadata = {"kernel_provisioner": {"provisioner_name": "kernelfleet-k8s", "config": config}}
-    spec, message_spec = _python_specs(base / "jupyter", "k8s", metadata)
+    spec, message_spec = _python_specs(base / "jupyter", "k8s", metadata, "python3")
 
     async def kill(record: KernelRecord) -> None:
         for pid in await asyncio.to_thread(k8s_pids, record.id):

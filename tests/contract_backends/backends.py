@@ -71,6 +71,8 @@ class ContractBackend:
     #: Seconds this backend needs to start a kernel at all, added to the tests' launch
     #: timeouts that must be enough (a YARN application takes 15-40 s).
     startup_seconds: float = 0.0
+    #: The Python (with ipykernel) where kernels run: this venv's, or an image's.
+    python: str = sys.executable
 
 
 BackendFactory = Callable[[pytest.FixtureRequest], ContractBackend]
@@ -240,11 +242,10 @@ def k8s_pids(kernel_id: str) -> list[int]:
 
 
 def k8s_backend(request: pytest.FixtureRequest) -> ContractBackend:
-    """ipykernels in pods of the session's Kubernetes cluster; the pods get this machine's
-    Python and venv as read-only host paths, so kernel commands name ``sys.executable``."""
+    """The kernel image's own ipykernel (Debian's) in pods of the session's Kubernetes
+    cluster, run as the image's non-root user."""
     from tests.k8s.cluster import K8sCluster
     from tests.k8s.kernels import KERNELS_NAMESPACE, Identity, kernel_pods
-    from tests.k8s.session import host_python_volumes
 
     cluster: K8sCluster = request.getfixturevalue("k8s_cluster")
     identity: Identity = request.getfixturevalue("identity")
@@ -255,7 +256,6 @@ def k8s_backend(request: pytest.FixtureRequest) -> ContractBackend:
             **identity.settings(),
             "image": image,
             "namespace": KERNELS_NAMESPACE,
-            "volumes": host_python_volumes(),
             "delete_grace": 2,
             **config,
         }
@@ -285,6 +285,7 @@ def k8s_backend(request: pytest.FixtureRequest) -> ContractBackend:
         host_in_first_checkpoint=False,
         restart_keeps_place=True,
         startup_seconds=5.0,
+        python="python3",
     )
 
 

@@ -57,17 +57,18 @@ async def eventually(
         await asyncio.sleep(0.1)
 
 
-def delayed_argv(seconds: float, before: str = "") -> list[str]:
-    """A kernel command that runs the shell code *before*, sleeps, then execs ipykernel."""
-    script = f'{before}sleep {seconds:g}; exec "{sys.executable}" -m ipykernel_launcher -f "$0"'
+def delayed_argv(seconds: float, before: str = "", python: str = sys.executable) -> list[str]:
+    """A kernel command that runs the shell code *before*, sleeps, then execs ipykernel (of
+    *python*: where the kernel runs, a backend's :attr:`ContractBackend.python`)."""
+    script = f'{before}sleep {seconds:g}; exec "{python}" -m ipykernel_launcher -f "$0"'
     return ["/bin/sh", "-c", script, "{connection_file}"]
 
 
-def notify_code(address: str, port: int) -> str:
+def notify_code(address: str, port: int, python: str = sys.executable) -> str:
     """Shell code that connects to *address*:*port* once (tells the test the kernel command
     runs, on whatever machine it runs)."""
     py = f"import socket; socket.create_connection(('{address}', {port})).close()"
-    return f'"{sys.executable}" -c "{py}"; '
+    return f'"{python}" -c "{py}"; '
 
 
 def provisioner(record: KernelRecord) -> KernelfleetProvisioner:
@@ -151,6 +152,8 @@ class Contract:
             "interrupt_mode": interrupt_mode,
             "metadata": self.backend.metadata(self.tmp, dict(config or {})),
         }
+        if argv is None and self.backend.python != sys.executable:
+            argv = [self.backend.python, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
         if argv is not None:
             spec["argv"] = argv
         add_kernelspec(self.jupyter_path, name, spec)

@@ -21,7 +21,11 @@ pytestmark = pytest.mark.timeout(60)
 
 def slow_spec(contract: Contract) -> str:
     """A kernel that needs about 4 s to start, of a kernelspec that allows 2 s."""
-    return contract.write_spec("contract_clock", argv=delayed_argv(4), config={"launch_timeout": 2})
+    return contract.write_spec(
+        "contract_clock",
+        argv=delayed_argv(4, python=contract.backend.python),
+        config={"launch_timeout": 2},
+    )
 
 
 async def test_the_clients_launch_timeout_outranks_the_kernelspecs(contract: Contract) -> None:

@@ -123,7 +123,9 @@ async def test_each_launch_checkpoint_is_stored_before_the_kernel_runs(
     contract: Contract,
 ) -> None:
     backend = contract.backend
-    spec = contract.write_spec("contract_slow", argv=delayed_argv(3))
+    spec = contract.write_spec(
+        "contract_slow", argv=delayed_argv(3, python=contract.backend.python)
+    )
     kid = str(uuid.uuid4())
     async with temp_gateway(**contract.config()) as gw:
         store, box = gw.store, gw.registry.persist.box
@@ -163,8 +165,8 @@ async def test_a_gateway_killed_mid_launch_has_the_next_one_stop_what_it_started
         listener.bind((backend.notify_address, 0))
         listener.listen()
         port = listener.getsockname()[1]
-        before = notify_code(backend.notify_address, port)
-        spec = contract.write_spec("contract_notify", argv=delayed_argv(30, before))
+        before = notify_code(backend.notify_address, port, backend.python)
+        spec = contract.write_spec("contract_notify", argv=delayed_argv(30, before, backend.python))
         sweep.append((kid, contract.kernelspec(spec)))
         env = contract.process_env()
         first = GatewayProcess(env)

@@ -1,13 +1,10 @@
 """Session fixtures over the Kubernetes cluster, shared by tests/k8s and the contract and
-conformance suites (registered in tests/conftest.py): the kernel image in the node's runtime,
-the gateway's least-privilege identity, and how those suites' kernels find this venv."""
+conformance suites (registered in tests/conftest.py): the kernel image in the node's runtime
+and the gateway's least-privilege identity."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -35,16 +32,6 @@ def identity(
     ident.apply("namespace.yaml", "rbac-shared.yaml")
     ident.refresh()
     yield ident
-
-
-def host_python_volumes() -> list[dict[str, Any]]:
-    """Volumes that give a pod this machine's Python and this venv, read-only, at the same
-    paths: the suites shared with the other backends start kernels as ``sys.executable``."""
-    prefix = Path(sys.prefix).resolve()
-    return [
-        {"name": "host-usr", "mount_path": "/usr", "host_path": "/usr", "read_only": True},
-        {"name": "venv", "mount_path": str(prefix), "host_path": str(prefix), "read_only": True},
-    ]
 
 
 class PodNames(frozenset[str]):

@@ -8,10 +8,10 @@ timeout) is built once for every kind by :mod:`kernelfleet.specs.builders`; lang
 launcher variants are orthogonal to the kind. A kind whose kernels start differently (YARN
 cluster mode: no ``run.sh``, the driver runs the kernel) overrides the shape hooks below
 (:meth:`~SpecKind.build_argv`, :meth:`~SpecKind.build_env`, :meth:`~SpecKind.interrupt_mode`,
-:meth:`~SpecKind.writes_run_sh`, :meth:`~SpecKind.launchers`); their defaults are the shared
-shapes. A kind is pure: no I/O, and no provisioner *class* imported to build a spec (a
-provisioner's pure value parsers may be, when a spec of that kind is built, so that install
-and launch accept the same values).
+:meth:`~SpecKind.writes_run_sh`, :meth:`~SpecKind.launchers`, :meth:`~SpecKind.spec_files`);
+their defaults are the shared shapes. A kind is pure: no I/O, and no provisioner *class*
+imported to build a spec (a provisioner's pure value parsers may be, when a spec of that kind
+is built, so that install and launch accept the same values).
 
 To add a kind (``kernelfleet spec install yarn``):
 
@@ -183,6 +183,11 @@ class SpecKind(HasTraits):
         """kernelfleet's launcher scripts to copy into the spec (relative destination →
         module file of :mod:`kernelfleet.launchers`), or None for those run.sh runs."""
         return None
+
+    def spec_files(self, spec: SpecOptions) -> dict[str, tuple[str, int]]:
+        """Files of the kind's own to write into the spec's directory (relative path → (text,
+        mode)), e.g. the pod template of ``spec install k8s`` for the admin to edit; or {}."""
+        return {}
 
     def install_warnings(self, spec: SpecOptions) -> list[str]:
         """What may keep kernels of this valid spec from starting, for the install command to
