@@ -19,8 +19,11 @@ Cache: ``<cache_dir>/<image>-<recipe hash>.oci.tar``. An archive there is comple
 a temp name, then renamed) and is reused as it is; a changed recipe has a new hash, hence a new
 file. Builds into one cache directory take turns (an ``flock`` on ``.build.lock``), so two
 processes asking for one image build it once. The build's output (mmdebstrap's, pip's) is
-kept beside the archive as ``<image>-<hash>.oci.log``. Debian images need root (``mmdebstrap
---mode=root``) and the Debian mirror; busybox needs neither, only the host's busybox-static.
+kept beside the archive as ``<image>-<hash>.oci.log``. The wheels of a recipe's pinned
+requirements are downloaded once per requirement set, into ``<cache_dir>/wheels/<key>``
+(:func:`kernelfleet.images.recipes.wheels_cache_key`). Debian images need root (``mmdebstrap
+--mode=root``) and the Debian mirror, and those with wheels PyPI (from the host, with its pip
+settings); busybox needs none of these, only the host's busybox-static.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -55,6 +58,8 @@ _BUILD_PREFIX = ".build-"
 _GZIP_LEVEL = 1
 #: Held (flock) while building: one build per cache directory at a time.
 _LOCK = ".build.lock"
+#: The cache's subdirectory of downloaded wheels, one directory per requirement set.
+_WHEELS = "wheels"
 
 
 class ImageBuildError(PublicError):
@@ -234,7 +239,7 @@ def build_image(
             if recipe.base == "static":
                 oci.write_rootfs_tar(rootfs, recipes.static_entries(recipe))
             else:
-                _debian_rootfs(recipe, Path(tmp), rootfs, log_path, say)
+                _debian_rootfs(recipe, Path(tmp), rootfs, log_path, say, cache=cache)
             say(f"writing {archive.name} ({rootfs.stat().st_size / 1e6:.0f} MB rootfs)")
             config = recipes.image_config(recipe, __version__)
             oci.write_oci_archive(rootfs, archive, ref, config, compresslevel=_GZIP_LEVEL)
@@ -245,7 +250,9 @@ def build_image(
     return BuiltImage(archive, ref)
 
 
-def _debian_rootfs(recipe: Recipe, tmp: Path, rootfs: Path, log_path: Path, say: Log) -> None:
+def _debian_rootfs(
+    recipe: Recipe, tmp: Path, rootfs: Path, log_path: Path, say: Log, *, cache: Path
+) -> None:
     if shutil.which("mmdebstrap") is None:
         raise ImageBuildError("mmdebstrap is missing: apt-get install mmdebstrap")
     if os.geteuid() != 0:
@@ -258,7 +265,11 @@ def _debian_rootfs(recipe: Recipe, tmp: Path, rootfs: Path, log_path: Path, say:
         path.write_bytes(f.content)
         staged[f.dest] = str(path)
     for input_name, _ in recipe.staged_dirs:
-        staged[input_name] = str(_stage_dir(input_name, tmp / input_name, log_path, say))
+        if input_name == "requirements":
+            wheels = requirement_wheels(recipe.requirements, cache / _WHEELS, log_path, say)
+        else:
+            wheels = _stage_dir(input_name, tmp / input_name, log_path, say)
+        staged[input_name] = str(wheels)
     argv = recipes.mmdebstrap_argv(recipe, staged, str(rootfs))
     env = {**os.environ, "SOURCE_DATE_EPOCH": str(recipes.SOURCE_DATE_EPOCH)}
     say(f"mmdebstrap {recipe.suite} + {', '.join(recipe.packages)} (log: {log_path})")
@@ -306,11 +317,55 @@ def _stage_dir(input_name: str, dest: Path, log_path: Path, say: Log) -> Path:
     wheels = sorted(dest.glob("kernelfleet-*.whl"))
     if len(wheels) != 1:
         raise ImageBuildError(f"pip wheel made {len(wheels)} kernelfleet wheels; see {log_path}")
-    download = [*pip, "download", "-q", "--dest", str(dest), "--only-binary=:all:"]
-    download += ["--python-version", recipes.DEBIAN_PYTHON, "--implementation", "cp"]
+    _run_logged([*_pip_download(dest), str(wheels[0])], log_path)
+    return dest
+
+
+def _pip_download(dest: Path) -> list[str]:
+    """``pip download`` of wheels for Debian's Python into *dest*, without the requirements."""
+    argv = [sys.executable, "-m", "pip", "download", "-q", "--dest", str(dest)]
+    argv += ["--only-binary=:all:", "--python-version", recipes.DEBIAN_PYTHON]
+    argv += ["--implementation", "cp"]
     for platform in recipes.wheel_platforms():
-        download += ["--platform", platform]
-    _run_logged([*download, str(wheels[0])], log_path)
+        argv += ["--platform", platform]
+    return argv
+
+
+def requirement_wheels(
+    requirements: Sequence[str], wheels_dir: Path, log_path: Path, say: Log = _quiet
+) -> Path:
+    """The directory of the wheels of *requirements* (pinned, the whole dependency closure) for
+    Debian's Python: ``<wheels_dir>/<key>``, downloaded by this interpreter's pip (the host's
+    index, proxy and certificates) unless it is there already. A download that brings a wheel
+    of an unpinned package, or misses a pinned one, is refused: the pins must be the closure.
+    Callers hold the cache's build lock."""
+    platforms = recipes.wheel_platforms()
+    key = recipes.wheels_cache_key(requirements, recipes.DEBIAN_PYTHON, platforms)
+    dest = wheels_dir / key[:16]
+    if dest.is_dir():
+        say(f"wheels of {len(requirements)} pinned requirements: cached in {dest}")
+        return dest
+    wheels_dir.mkdir(parents=True, exist_ok=True)
+    for stale in wheels_dir.glob(f"{_BUILD_PREFIX}*"):  # of a download that was killed
+        shutil.rmtree(stale, ignore_errors=True)
+    say(f"pip download {len(requirements)} pinned requirements for Python {recipes.DEBIAN_PYTHON}")
+    tmp = Path(tempfile.mkdtemp(prefix=_BUILD_PREFIX, dir=wheels_dir))
+    try:
+        _run_logged([*_pip_download(tmp), *requirements], log_path)
+        pinned = {recipes.requirement_key(r) for r in requirements}
+        got = {recipes.wheel_key(p.name) for p in tmp.glob("*.whl")}
+        if got != pinned:
+            unpinned = ", ".join(sorted(got - pinned)) or "none"
+            missing = ", ".join(sorted(pinned - got)) or "none"
+            raise ImageBuildError(
+                f"the pinned requirements are not a dependency closure (unpinned: {unpinned}; "
+                f"not downloaded: {missing}): pin every package they need in the recipe "
+                "(kernelfleet.images.recipes)"
+            )
+        tmp.chmod(0o755)
+        tmp.rename(dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return dest
 
 

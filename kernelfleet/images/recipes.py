@@ -6,12 +6,14 @@ list, the digest of the source tree a gateway wheel is built from) are read by
 changes the image — suite, variant, packages, dpkg filters, hooks, added files' contents, the
 runtime config, the kernelfleet version and :data:`BUILDER_VERSION` — so a changed recipe is a
 new cache entry and a new tag (``<kernelfleet version>-<hash[:8]>``), never a stale image under
-an old name. Package *versions* are not in it: a cached image keeps the Debian packages of the
-day it was built (delete the cache to refresh them).
+an old name. Debian package *versions* are not in it: a cached image keeps the Debian packages
+of the day it was built (delete the cache to refresh them). PyPI requirements are pinned
+(``name==version``) and are in it.
 
 Images (``RECIPE_NAMES``):
 
-``python``  ``kernelfleet.test/kernel-python``: Debian's python3, ipykernel, pyzmq, debugpy and
+``python``  ``kernelfleet.test/kernel-python``: Debian's python3 with a venv at ``/opt/kernel``
+            (first on PATH) of the pinned ipykernel (:data:`PYTHON_KERNEL_REQUIREMENTS`), and
             our launchers in ``/opt/kernelfleet/launchers``.
 ``r``       ``kernelfleet.test/kernel-r``: R with IRkernel, plus python3 for the launcher.
 ``busybox`` ``kernelfleet.test/busybox``: a static busybox and its applet links (no Debian).
@@ -21,6 +23,7 @@ Images (``RECIPE_NAMES``):
 from __future__ import annotations
 
 import hashlib
+import re
 import shlex
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -45,12 +48,50 @@ KERNEL_USER = "kernel"
 #: The kernel user's home and working directory: the one directory every runtime makes writable.
 KERNEL_HOME = "/tmp"  # noqa: S108 - a path inside the image
 WHEELS_DIR = "/opt/kernelfleet-wheels"
+#: The python image's kernel venv; its ``bin`` comes first on the image's PATH, so ``python3``
+#: (the kernelspec's and the launcher's) is the venv's.
+KERNEL_VENV = "/opt/kernel"
+#: The python image's kernel: ipykernel and its whole dependency closure for Python 3.11 on
+#: Linux, pinned (the versions of our development venv), installed from PyPI wheels. Debian's
+#: python3-ipykernel (6.17) lacks what the conformance suite checks: the debugger in
+#: ``supported_features``, comms opened by the kernel, ``interrupt_request`` on control.
+PYTHON_KERNEL_REQUIREMENTS = (
+    "ipykernel==7.4.0",
+    "jupyter_client==8.10.0",
+    "jupyter_core==5.9.1",
+    "pyzmq==27.3.0",
+    "debugpy==1.8.22",
+    "comm==0.2.3",
+    "ipython==9.18.1",
+    "ipython_pygments_lexers==1.1.1",
+    "traitlets==5.16.1",
+    "tornado==6.6.1",
+    "psutil==7.2.2",
+    "packaging==26.4",
+    "platformdirs==4.14.9",
+    "python_dateutil==4.0.0",
+    "tzdata==2026.6",
+    "matplotlib_inline==0.2.2",
+    "nest_asyncio2==1.7.4",
+    "jedi==0.20.1",
+    "parso==0.8.7",
+    "pexpect==4.9.0",
+    "ptyprocess==0.7.0",
+    "prompt_toolkit==3.0.53",
+    "wcwidth==0.9.4",
+    "pygments==2.21.0",
+    "stack_data==0.6.3",
+    "asttokens==3.0.2",
+    "executing==2.3.0",
+    "pure_eval==0.2.4",
+    "typing_extensions==4.16.0",
+)
 #: Python and glibc of the suite's python3 and libc6: the dependency wheels must suit them
 #: (bookworm's stay 3.11.2 and 2.36 through point releases).
 DEBIAN_PYTHON = "3.11.2"
 DEBIAN_GLIBC = "2.36"
 LAUNCHER_ENTRYPOINT = ("python3", f"{LAUNCHER_DIR}/kernel_launcher.py")
-#: The kernels' argv as their kernelspecs (Debian's) write it.
+#: The kernels' argv as their kernelspecs write it (``python3``: the python image's venv's).
 PYTHON_KERNEL_ARGV = ("python3", "-m", "ipykernel_launcher", "-f", "{connection_file}")
 R_KERNEL_ARGV = ("R", "--slave", "-e", "IRkernel::main()", "--args", "{connection_file}")
 #: Kept small: documentation, manuals and translations are never installed (licences are).
@@ -117,9 +158,14 @@ class Recipe:
     files: tuple[AddFile, ...] = ()
     #: (link path, target) symlinks, for the static base.
     links: tuple[tuple[str, str], ...] = ()
-    #: (input name, absolute dir): a directory the build produces (wheels), copied in before
-    #: *commands* run. Its contents are not hashed: name what they derive from in *inputs*.
+    #: (input name, absolute dir): a directory the build produces, copied in before *commands*
+    #: run: ``wheels`` (kernelfleet's wheel and its dependencies') or ``requirements`` (the
+    #: wheels of *requirements*). Its contents are not hashed: name what they derive from in
+    #: *inputs* or *requirements*.
     staged_dirs: tuple[tuple[str, str], ...] = ()
+    #: Pinned PyPI requirements (``name==version``, the whole dependency closure) whose wheels
+    #: for Debian's Python the build downloads on the host into the ``requirements`` dir.
+    requirements: tuple[str, ...] = ()
     #: Digests of inputs that are not files of the recipe (the source tree of a wheel).
     inputs: Mapping[str, str] = field(default_factory=dict)
     users: tuple[UserEntry, ...] = ()
@@ -136,6 +182,9 @@ class Recipe:
 
     def fingerprint(self, kernelfleet_version: str) -> dict[str, Any]:
         """Everything the hash covers, as JSON-able data."""
+        extra: dict[str, Any] = {}
+        if self.requirements:  # absent when empty: the other recipes keep their hashes
+            extra["requirements"] = sorted(requirement_key(r) for r in self.requirements)
         return {
             "builder": BUILDER_VERSION,
             "kernelfleet": kernelfleet_version,
@@ -160,6 +209,7 @@ class Recipe:
             "user": self.user,
             "working_dir": self.working_dir,
             "labels": dict(self.labels),
+            **extra,
         }
 
 
@@ -223,10 +273,10 @@ def _launcher_files(launchers: Mapping[str, bytes]) -> tuple[AddFile, ...]:
     )
 
 
-def _kernel_runtime() -> dict[str, Any]:
+def _kernel_runtime(path: str = PATH) -> dict[str, Any]:
     return {
         "env": {
-            "PATH": PATH,
+            "PATH": path,
             "HOME": KERNEL_HOME,
             "PYTHONDONTWRITEBYTECODE": "1",
             "LANG": "C.UTF-8",
@@ -238,18 +288,33 @@ def _kernel_runtime() -> dict[str, Any]:
 
 
 def python_recipe(launchers: Mapping[str, bytes]) -> Recipe:
-    """Debian's ipykernel. The entrypoint is our launcher and the default command the kernel's
-    argv, so a container given the ``KF_RESPONSE_*`` variables starts a kernel and reports it;
-    a pod may replace the argv (its ``args``) or the whole command."""
+    """The pinned ipykernel (:data:`PYTHON_KERNEL_REQUIREMENTS`) in a venv of Debian's python3
+    at :data:`KERNEL_VENV`, installed offline from the wheels the build downloads on the host
+    (see :func:`gateway_recipe`); pip and setuptools are removed from it afterwards. The venv
+    comes first on PATH, so ``python3`` runs both our launcher and the kernel. The entrypoint is
+    the launcher and the default command the kernel's argv, so a container given the
+    ``KF_RESPONSE_*`` variables starts a kernel and reports it; a pod may replace the argv (its
+    ``args``) or the whole command."""
+    pip = f"{KERNEL_VENV}/bin/pip"
+    pins = " ".join(shlex.quote(r) for r in PYTHON_KERNEL_REQUIREMENTS)
+    install = (
+        f"python3 -m venv {KERNEL_VENV} && {pip} install -q --no-index --find-links "
+        f"{WHEELS_DIR} {pins} && {pip} uninstall -q -y pip setuptools "
+        f"&& rm -rf {WHEELS_DIR} /root/.cache"
+    )
     return Recipe(
         name="python",
         image=f"{REGISTRY}/kernel-python",
         base="debian",
-        packages=("python3", "python3-ipykernel", "python3-zmq", "python3-debugpy"),
+        packages=("python3", "python3-venv"),
         files=_launcher_files(launchers),
+        inputs={"python": DEBIAN_PYTHON, "glibc": DEBIAN_GLIBC},
+        staged_dirs=(("requirements", WHEELS_DIR),),
+        requirements=PYTHON_KERNEL_REQUIREMENTS,
+        commands=(install,),
         entrypoint=LAUNCHER_ENTRYPOINT,
         cmd=("--", *PYTHON_KERNEL_ARGV),
-        **_kernel_runtime(),
+        **_kernel_runtime(f"{KERNEL_VENV}/bin:{PATH}"),
     )
 
 
@@ -327,6 +392,35 @@ def wheel_platforms(glibc: str = DEBIAN_GLIBC, arch: str = "x86_64") -> list[str
     return tags + [f"{name}_{arch}" for m, name in legacy.items() if m <= minor]
 
 
+def requirement_key(requirement: str) -> str:
+    """``name==version`` with the name normalised as PyPI does (``Jupyter_Client==8.10.0`` →
+    ``jupyter-client==8.10.0``); anything else is a :class:`RecipeError`."""
+    name, sep, version = requirement.partition("==")
+    if not sep or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name) or not version.strip():
+        raise RecipeError(f"requirement {requirement!r} is not pinned as name==version")
+    return f"{re.sub(r'[-_.]+', '-', name).lower()}=={version.strip()}"
+
+
+def wheel_key(filename: str) -> str:
+    """The :func:`requirement_key` of a wheel file (``pyzmq-27.3.0-cp311-….whl``)."""
+    parts = filename.removesuffix(".whl").split("-")
+    if not filename.endswith(".whl") or len(parts) < 5:
+        raise RecipeError(f"{filename!r} is not a wheel file name")
+    return requirement_key(f"{parts[0]}=={parts[1]}")
+
+
+def wheels_cache_key(requirements: Iterable[str], python: str, platforms: Sequence[str]) -> str:
+    """The hex sha256 naming a download of *requirements*' wheels for *python* and *platforms*
+    (implementation ``cp``): equal requirement sets, equal keys, whatever their order."""
+    data = {
+        "requirements": sorted(requirement_key(r) for r in requirements),
+        "python": python,
+        "implementation": "cp",
+        "platforms": list(platforms),
+    }
+    return hashlib.sha256(canonical_json(data)).hexdigest()
+
+
 # --- mmdebstrap -------------------------------------------------------------------------------
 
 
@@ -363,7 +457,8 @@ def mmdebstrap_argv(
         hooks.append(f'echo {q(u.passwd_line())} >> "$1/etc/passwd"')
         hooks.append(f'echo {q(u.group_line())} >> "$1/etc/group"')
     # A clean environment: the host's PIP_*, proxies and locale do not leak into the image.
-    clean = f"env -i PATH={PATH} HOME=/root LANG=C.UTF-8"
+    # SOURCE_DATE_EPOCH makes pip write hash-based .pyc files (no install time in them).
+    clean = f"env -i PATH={PATH} HOME=/root LANG=C.UTF-8 SOURCE_DATE_EPOCH={SOURCE_DATE_EPOCH}"
     hooks += [f'chroot "$1" {clean} sh -ec {q(cmd)}' for cmd in recipe.commands]
     hooks += CLEANUP_HOOKS
     argv += [f"--customize-hook={h}" for h in hooks]

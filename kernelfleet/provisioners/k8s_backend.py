@@ -231,6 +231,8 @@ class K8sBackend(Backend):
                 self._loops[key] = asyncio.ensure_future(self._run(key, ready))
 
     async def close(self) -> None:
+        if self._pending:  # best-effort deletes (secrets): let them finish, briefly
+            await asyncio.wait(list(self._pending), timeout=5)
         tasks = [*self._loops.values(), *self._pending]
         for task in tasks:
             task.cancel()

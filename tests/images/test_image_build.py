@@ -17,10 +17,11 @@ import shutil
 import signal
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from jupyter_client.asynchronous.client import AsyncKernelClient
+from jupyter_client.connect import KernelConnectionInfo
 
 from kernelfleet.images import build
 from kernelfleet.images.oci import read_oci_archive
@@ -37,7 +38,7 @@ CODE = {
     "python": "import os, sys, ipykernel; print(os.getuid(), os.getcwd(), sys.executable)",
     "r": "cat(Sys.getenv('USER', '?'), getwd(), R.version$major, '\\n')",
 }
-EXPECTED = {"python": "1000 /tmp /usr/bin/python3", "r": "/tmp 4"}
+EXPECTED = {"python": "1000 /tmp /opt/kernel/bin/python3", "r": "/tmp 4"}
 
 
 Unpacked = Callable[[str], tuple[Path, dict[str, Any]]]
@@ -96,14 +97,23 @@ async def test_python_image_has_the_kernel_packages_and_the_launcher(unpacked: U
     root, config = unpacked("python")
     assert config["User"] == "1000:1000" and config["WorkingDir"] == "/tmp"
     assert {"HOME=/tmp", "PYTHONDONTWRITEBYTECODE=1"} <= set(config["Env"])
-    rc, out = await run(chroot_argv(root, config, ["python3", "-c", "import ipykernel, zmq"]))
-    assert (rc, out) == (0, "")
+    path = "/opt/kernel/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    assert f"PATH={path}" in config["Env"]  # the kernel venv's python3 comes first
+    code = "import ipykernel as k, zmq as z, debugpy as d; print(k.__version__, z.__version__)"
+    rc, out = await run(chroot_argv(root, config, ["python3", "-c", code]))
+    assert (rc, out.split()) == (0, ["7.4.0", "27.3.0"])
+    # the pinned kernel in the venv, and nothing of Debian's or of pip's besides
+    assert not (root / "usr/lib/python3/dist-packages/ipykernel").exists()
+    site = root / "opt/kernel/lib/python3.11/site-packages"
+    assert (site / "ipykernel-7.4.0.dist-info").is_dir()
+    assert not list(site.glob("pip*")) and not list(site.glob("setuptools*"))
+    assert not (root / "opt/kernelfleet-wheels").exists()
     launcher = "/opt/kernelfleet/launchers/kernel_launcher.py"
     rc, out = await run(chroot_argv(root, config, ["python3", launcher, "--help"]))
     assert rc == 0 and "usage: kernel_launcher.py" in out
     rc, out = await run(chroot_argv(root, config, ["python3", "-m", "ipykernel_launcher", "-h"]))
     assert rc == 0, out
-    assert (root / "usr/share/jupyter/kernels/python3/kernel.json").is_file()
+    assert (root / "opt/kernel/share/jupyter/kernels/python3/kernel.json").is_file()
     # kept small: no apt lists, manuals or translations
     assert not list((root / "var/lib/apt/lists").glob("*_Packages"))
     assert not list((root / "usr/share/man").glob("*/*"))
@@ -145,7 +155,7 @@ async def test_the_images_entrypoint_starts_a_kernel_that_runs_code(
                 out, _ = await proc.communicate()
                 pytest.fail(f"no connection info from the launcher:\n{out.decode()}")
             client = AsyncKernelClient()
-            client.load_connection_info(dict(info))
+            client.load_connection_info(cast(KernelConnectionInfo, dict(info)))
             client.start_channels()
             try:
                 await client.wait_for_ready(timeout=60)

@@ -26,7 +26,7 @@ from tests.k8s.pki import Pki
 #: pods, without ``root-ca-cert-publisher`` pods hang in ContainerCreating.
 CONTROLLERS = (
     "serviceaccount,serviceaccount-token,namespace,garbagecollector,"
-    "root-ca-cert-publisher,nodelifecycle,podgc,resourcequota"
+    "root-ca-cert-publisher,nodelifecycle,podgc,resourcequota,deployment,replicaset"
 )
 
 

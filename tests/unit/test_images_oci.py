@@ -15,7 +15,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from kernelfleet.images import oci, recipes
+from kernelfleet.images import build, oci, recipes
 from kernelfleet.images.build import is_static_elf
 from kernelfleet.images.oci import (
     ArchiveError,
@@ -285,10 +285,11 @@ def test_image_ref_and_cache_name_carry_the_hash() -> None:
 def test_mmdebstrap_argv_installs_files_users_and_cleans_up() -> None:
     recipe = recipes.python_recipe(LAUNCHERS)
     staged = {f.dest: f"/stage/it's {i}" for i, f in enumerate(recipe.files)}
+    staged["requirements"] = "/stage/wheels"
     argv = recipes.mmdebstrap_argv(recipe, staged, "/out/rootfs.tar")
     assert argv[:2] == ["mmdebstrap", "--variant=apt"]
     assert argv[-2:] == ["bookworm", "/out/rootfs.tar"]
-    assert "--include=python3,python3-ipykernel,python3-zmq,python3-debugpy" in argv
+    assert "--include=python3,python3-venv" in argv
     assert "--dpkgopt=path-exclude=/usr/share/man/*" in argv
     hooks = [a.removeprefix("--customize-hook=") for a in argv if a.startswith("--customize")]
     assert (
@@ -313,6 +314,78 @@ def test_gateway_recipe_stages_wheels_and_hashes_the_source() -> None:
     assert recipes.wheel_platforms("2.17")[0] == "manylinux_2_17_x86_64"
     assert "manylinux2014_x86_64" in recipes.wheel_platforms("2.17")
     assert "manylinux2014_x86_64" not in recipes.wheel_platforms("2.12")
+
+
+def test_python_recipe_installs_the_pinned_kernel_offline_into_a_venv_first_on_path() -> None:
+    recipe = recipes.python_recipe(LAUNCHERS)
+    pins = dict(r.split("==") for r in recipe.requirements)
+    assert pins["ipykernel"] == "7.4.0" and pins["jupyter_client"] == "8.10.0"
+    assert (pins["pyzmq"], pins["debugpy"], pins["comm"]) == ("27.3.0", "1.8.22", "0.2.3")
+    assert pins["ipython"].startswith("9.")
+    assert len({recipes.requirement_key(r) for r in recipe.requirements}) == len(pins)
+    assert not any("ipykernel" in p or "zmq" in p for p in recipe.packages)
+    assert recipe.env["PATH"].startswith("/opt/kernel/bin:")
+    assert recipe.user == "1000:1000" and recipe.env["HOME"] == "/tmp"
+    argv = recipes.mmdebstrap_argv(
+        recipe, {**{f.dest: "/f" for f in recipe.files}, "requirements": "/w"}, "/o.tar"
+    )
+    hooks = [x.removeprefix("--customize-hook=") for x in argv if x.startswith("--customize")]
+    assert 'mkdir -p "$1"/opt/kernelfleet-wheels && cp -R /w/. "$1"/opt/kernelfleet-wheels/' in (
+        hooks
+    )
+    (install,) = [h for h in hooks if "pip install" in h]
+    assert "SOURCE_DATE_EPOCH=1700000000" in install  # hash-based .pyc: reproducible
+    assert "python3 -m venv /opt/kernel" in install and "--no-index" in install
+    assert all(r in install for r in recipe.requirements)
+    # the pins are hashed: another ipykernel is another image
+    other = recipes.Recipe(
+        **{**recipe.__dict__, "requirements": ("ipykernel==7.3.0", *recipe.requirements[1:])}
+    )
+    assert recipes.recipe_hash(other, "0.1.0") != recipes.recipe_hash(recipe, "0.1.0")
+    # recipes without requirements hash as before (their cached images stay current)
+    assert "requirements" not in recipes.r_recipe(LAUNCHERS).fingerprint("0.1.0")
+
+
+def test_requirement_and_wheel_keys_normalise_names() -> None:
+    assert recipes.requirement_key("Jupyter_Client==8.10.0") == "jupyter-client==8.10.0"
+    assert recipes.wheel_key("jupyter_client-8.10.0-py3-none-any.whl") == "jupyter-client==8.10.0"
+    assert recipes.wheel_key("pyzmq-27.3.0-cp311-cp311-manylinux_2_28_x86_64.whl") == (
+        "pyzmq==27.3.0"
+    )
+    for bad in ("ipykernel", "ipykernel>=7", "==7", "ipykernel=="):
+        with pytest.raises(recipes.RecipeError, match="not pinned"):
+            recipes.requirement_key(bad)
+    with pytest.raises(recipes.RecipeError):
+        recipes.wheel_key("ipykernel-7.4.0.tar.gz")
+    key = recipes.wheels_cache_key(["a==1", "B==2"], "3.11.2", ["p"])
+    assert key == recipes.wheels_cache_key(["b==2", "a==1"], "3.11.2", ["p"])
+    assert key != recipes.wheels_cache_key(["a==1", "b==3"], "3.11.2", ["p"])
+    assert key != recipes.wheels_cache_key(["a==1", "b==2"], "3.12.0", ["p"])
+
+
+def test_requirement_wheels_are_downloaded_once_and_must_be_the_pins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[list[str]] = []
+    brings = ["a-1.0-py3-none-any.whl", "b_c-2.0-cp311-abi3-manylinux_2_17_x86_64.whl"]
+
+    def fake_pip(argv: list[str], log_path: Path) -> None:  # what pip download leaves
+        calls.append(argv)
+        dest = Path(argv[argv.index("--dest") + 1])
+        for name in brings:
+            (dest / name).write_bytes(b"")
+
+    monkeypatch.setattr(build, "_run_logged", fake_pip)
+    log = tmp_path / "log"
+    wheels = build.requirement_wheels(["a==1.0", "b-c==2.0"], tmp_path / "w", log)
+    assert sorted(p.name for p in wheels.iterdir()) == brings
+    assert calls[0][-2:] == ["a==1.0", "b-c==2.0"] and "--only-binary=:all:" in calls[0]
+    assert build.requirement_wheels(["b-c==2.0", "a==1.0"], tmp_path / "w", log) == wheels
+    assert len(calls) == 1  # cached by the pin set
+    brings.append("d-3.0-py3-none-any.whl")  # a dependency nobody pinned
+    with pytest.raises(build.ImageBuildError, match=r"unpinned: d==3\.0"):
+        build.requirement_wheels(["a==1.0", "b-c==2.0"], tmp_path / "w2", log)
+    assert list((tmp_path / "w2").iterdir()) == []  # nothing half-downloaded stays
 
 
 def test_busybox_recipe_links_every_applet(tmp_path: Path) -> None:
