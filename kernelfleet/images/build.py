@@ -396,7 +396,7 @@ def cached_images(cache_dir: Path) -> list[CachedImage]:
     for path in sorted(cache_dir.glob("*.oci.tar")):
         try:
             info = oci.read_oci_archive(path, verify=False)
-        except oci.ArchiveError:
+        except (oci.ArchiveError, ValueError, KeyError, TypeError, AttributeError):  # not ours
             continue
         found.append(
             CachedImage(

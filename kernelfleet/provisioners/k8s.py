@@ -46,16 +46,15 @@ from kernelfleet.provisioners.k8s_options import K8sOptions
 from kernelfleet.provisioners.k8s_pod import (
     DEFAULT_TEMPLATE,
     finish_pod,
-    launch_failure,
     limit_range_manifest,
     namespace_manifest,
-    phase_text,
     pod_name,
     quota_manifest,
     render_template,
     request_params,
     secret_manifest,
 )
+from kernelfleet.provisioners.k8s_status import PodView, launch_failure, phase_text
 from kernelfleet.provisioners.remote import RemoteProvisioner, jsonable_connection_info
 from kernelfleet.transport.k8s_api import KubeError, ns_path
 from kernelfleet.transport.listener import get_listener
@@ -79,6 +78,7 @@ class K8sProvisioner(RemoteProvisioner, K8sOptions):  # type: ignore[misc,metacl
         self.phase = "not started"
         #: Every phase the last launch went through, in order (shown in logs and tests).
         self.phases: list[str] = []
+        self._restart = -1  # the last launch attempt's number (its pod's -r<n> suffix)
 
     # -- backend ------------------------------------------------------------------------------
     def backend_key(self) -> Hashable:
@@ -139,8 +139,19 @@ class K8sProvisioner(RemoteProvisioner, K8sOptions):  # type: ignore[misc,metacl
         name = self.pod_template or TEMPLATE_FILE
         if base is not None:
             path = (base / name).resolve()
+            if not path.is_relative_to(base.resolve()):
+                raise LaunchFailed(
+                    f"Kernel '{self.kernelspec_name}' not started: its pod template "
+                    f"{self.pod_template!r} is outside the kernelspec's directory. Fix it."
+                )
             if path.is_file():
-                return path.read_text(encoding="utf-8")
+                try:
+                    return path.read_text(encoding="utf-8")
+                except (OSError, UnicodeDecodeError) as exc:
+                    raise LaunchFailed(
+                        f"Kernel '{self.kernelspec_name}' not started: its pod template "
+                        f"{path} cannot be read ({exc}). Fix the kernelspec."
+                    ) from None
         if self.pod_template:
             raise LaunchFailed(
                 f"Kernel '{self.kernelspec_name}' not started: its pod template "
@@ -158,7 +169,9 @@ class K8sProvisioner(RemoteProvisioner, K8sOptions):  # type: ignore[misc,metacl
         self, cmd: list[str], env: dict[str, str], cwd: str | None
     ) -> AsyncGenerator[dict[str, Any], None]:
         kid = str(self.kernel_id)
-        restart = int(self.previous.get("restart", -1)) + 1 if self.previous else 0
+        # a failed restart keeps the previous checkpoint: count attempts, never reuse a name
+        last = int(self.previous.get("restart", -1)) if self.previous else -1
+        restart = self._restart = max(last, self._restart) + 1
         namespace, own = self.choose_namespace(env, kid)
         username, uid, gid = self.user(env)
         name = pod_name(kid, restart)
@@ -206,10 +219,12 @@ class K8sProvisioner(RemoteProvisioner, K8sOptions):  # type: ignore[misc,metacl
                         ns_path(namespace, "secrets"),
                         secret_manifest(secret, {"key": key}, params),
                         "secrets",
+                        replace=True,  # a stale secret of that name would hold another key
                     )
                     watch = self.watch = backend.watch(kid, namespace, name)
                     created = await self._create_pod(namespace, pod)
-                    watch.update(created)
+                    if watch.pod is None:  # the watch may already know a newer state
+                        watch.update(created)
             except TimeoutError:
                 raise self._timeout() from None
             info = await self._until_answered(registration, watch, deadline)
@@ -249,13 +264,23 @@ class K8sProvisioner(RemoteProvisioner, K8sOptions):  # type: ignore[misc,metacl
                 "limitranges",
             )
 
-    async def _create(self, path: str, body: dict[str, Any], resource: str) -> dict[str, Any]:
+    async def _create(
+        self, path: str, body: dict[str, Any], resource: str, replace: bool = False
+    ) -> dict[str, Any]:
+        """Create *body*; one that exists already is kept (or, with *replace*, deleted and
+        created again)."""
         namespace = str(body.get("metadata", {}).get("namespace", ""))
         try:
-            return await self.k8s.api.create(path, body)
+            try:
+                return await self.k8s.api.create(path, body)
+            except KubeError as exc:
+                if exc.status != 409:
+                    raise
+                if not replace:
+                    return {}
+                await self.k8s.api.delete(f"{path}/{body['metadata']['name']}", grace=0)
+                return await self.k8s.api.create(path, body)
         except KubeError as exc:
-            if exc.status == 409:
-                return {}
             raise self._api_error(exc, "create", resource, namespace) from None
 
     async def _create_pod(self, namespace: str, pod: dict[str, Any]) -> dict[str, Any]:
@@ -317,6 +342,7 @@ class K8sProvisioner(RemoteProvisioner, K8sOptions):  # type: ignore[misc,metacl
         unschedulable_since: float | None = None
         try:
             while not answer.done():
+                watch.changed.clear()  # before reading: a change while we work wakes us
                 view = watch.view
                 why = launch_failure(view)
                 if view.unschedulable:
@@ -344,7 +370,6 @@ class K8sProvisioner(RemoteProvisioner, K8sOptions):  # type: ignore[misc,metacl
                     limit = min(limit, next_events)
                 if unschedulable_since is not None:
                     limit = min(limit, unschedulable_since + self.unschedulable_grace + 0.01)
-                watch.changed.clear()
                 waiter = asyncio.ensure_future(watch.changed.wait())
                 try:
                     await asyncio.wait(
@@ -381,7 +406,7 @@ class K8sProvisioner(RemoteProvisioner, K8sOptions):  # type: ignore[misc,metacl
         )
         return [f"{e.get('reason', '')}: {e.get('message', '')}" for e in items]
 
-    async def _failed(self, view: Any, why: str) -> Exception:
+    async def _failed(self, view: PodView, why: str) -> Exception:
         where = f"{self.pod_namespace}/{self.pod}"
         if view.unschedulable:
             return ResourcesUnavailable(
@@ -495,12 +520,22 @@ class K8sProvisioner(RemoteProvisioner, K8sOptions):  # type: ignore[misc,metacl
         if not pod or not isinstance(self.checkpoint.get("connection_info"), dict):
             return
         ns = self.pod_namespace
-        self.watch = self.k8s.watch(str(self.kernel_id), ns, pod, existing=True)
+        watch = self.watch = self.k8s.watch(str(self.kernel_id), ns, pod, existing=True)
         self._has_process = True
         try:
             await self.k8s.ensure_watching(ns)
         except (KubeError, TimeoutError) as exc:
             log.warning("kernel %s: pod watch not ready after reattach: %s", self.kernel_id, exc)
+        try:  # the watch's listing may predate this kernel's watch: ask for the pod itself
+            found = await self.k8s.api.get(ns_path(ns, "pods", pod))
+        except KubeError as exc:
+            if exc.status == 404:
+                watch.deleted(None)
+            else:
+                log.warning("kernel %s: its pod's state is unknown: %s", self.kernel_id, exc)
+        else:
+            if watch.pod is None:
+                watch.update(found)
 
 
-__all__ = ["K8sBackend", "K8sProvisioner", "PodWatch"]
+__all__ = ["K8sProvisioner"]

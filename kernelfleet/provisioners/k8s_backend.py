@@ -16,7 +16,9 @@ import logging
 from typing import Any
 
 from kernelfleet.provisioners.base import Backend
-from kernelfleet.provisioners.k8s_pod import COMPONENT, LABEL_KERNEL, OWNED, PodView, pod_view
+from kernelfleet.provisioners.k8s_pod import COMPONENT, LABEL_KERNEL, OWNED
+from kernelfleet.provisioners.k8s_status import PodView, pod_view
+from kernelfleet.transport.host import UNKNOWN_EXIT
 from kernelfleet.transport.k8s_api import Connection, KubeApi, KubeError, label_selector, ns_path
 
 log = logging.getLogger(__name__)
@@ -47,7 +49,7 @@ class PodWatch:
 
     def mark_exited(self, code: int | None) -> None:
         if not self.exited.is_set():
-            self.exit_code = code
+            self.exit_code = UNKNOWN_EXIT if code is None else code
             self.exited.set()
         self.changed.set()
 
@@ -97,47 +99,62 @@ class K8sBackend(Backend):
         return None if self.scope is None else namespace
 
     async def ensure_watching(self, namespace: str, wait: float = 10.0) -> None:
-        """Start the watch that covers *namespace* unless running; return once its first
-        listing is done (raises the API's :class:`KubeError` when that listing fails)."""
+        """Start the watch that covers *namespace* unless running; return once a listing of
+        it succeeded (raises the API's :class:`KubeError` when the latest listing failed; the
+        watch keeps retrying in the background)."""
         key = self._key(namespace)
         ready = self._ready.get(key)
         if ready is None or (ready.done() and ready.exception() is not None):
             ready = self._ready[key] = asyncio.get_running_loop().create_future()
-            old = self._loops.get(key)
-            if old is not None:
-                old.cancel()
-            self._loops[key] = asyncio.ensure_future(self._run(key, ready))
+            ready.add_done_callback(_retrieve)
+        if key not in self._loops or self._loops[key].done():
+            self._loops[key] = asyncio.ensure_future(self._run(key))
         async with asyncio.timeout(wait):
             await asyncio.shield(ready)
 
     def _path(self, key: str | None) -> str:
         return "/api/v1/pods" if key is None else ns_path(key, "pods")
 
-    async def _run(self, key: str | None, ready: asyncio.Future[None]) -> None:
+    def _listed(self, key: str | None, error: KubeError | None) -> None:
+        """Resolve the waiters of *key*'s first (or next) listing."""
+        ready = self._ready.get(key)
+        if ready is None or (ready.done() and error is None and ready.exception() is not None):
+            ready = self._ready[key] = asyncio.get_running_loop().create_future()
+            ready.add_done_callback(_retrieve)
+        if not ready.done():
+            if error is None:
+                ready.set_result(None)
+            else:
+                ready.set_exception(error)
+
+    async def _run(self, key: str | None) -> None:
+        """List, then watch from the listing's version; renewed when the server closes the
+        watch, relisted after 410 Expired, retried with back-off while the API fails."""
         failures = 0
         path = self._path(key)
+        loop = asyncio.get_running_loop()
         while True:
             try:
-                started = asyncio.get_running_loop().time()
+                started = loop.time()
                 listing = await self.api.get(path, labelSelector=SELECTOR)
                 self._relisted(key, listing.get("items") or [], started)
-                if not ready.done():
-                    ready.set_result(None)
+                self._listed(key, None)
                 version = str((listing.get("metadata") or {}).get("resourceVersion") or "")
                 failures = 0
                 while True:  # renewed from the last version until it expires (410)
+                    opened, events = loop.time(), 0
                     async for kind, obj in self.api.watch(path, version, labelSelector=SELECTOR):
                         meta = obj.get("metadata") or {}
                         version = str(meta.get("resourceVersion") or version)
+                        events += 1
                         if kind != "BOOKMARK":
                             self._event(kind, obj)
+                    if not events and loop.time() - opened < 1.0:
+                        await asyncio.sleep(1.0)  # a watch that ends at once: never spin
             except asyncio.CancelledError:
                 raise
             except KubeError as exc:
-                if not ready.done():
-                    ready.set_exception(exc)
-                    ready.exception()  # retrieved: the waiter may have gone
-                    return
+                self._listed(key, exc)
                 if exc.status != 410:
                     log.warning("watch of kernel pods (%s): %s", key or "all namespaces", exc)
                     failures += 1
@@ -169,9 +186,6 @@ class K8sBackend(Backend):
             if (ns, name) not in present and w.seen and w.seen_at <= started:
                 w.deleted(None)
 
-    def wake(self) -> None:
-        """Nothing to do: pod changes are pushed."""
-
     # -- actions ---------------------------------------------------------------------------
     async def delete_pod(self, namespace: str, name: str, grace: int | None) -> None:
         await self.api.delete(ns_path(namespace, "pods", name), grace=grace)
@@ -189,7 +203,8 @@ class K8sBackend(Backend):
         task.add_done_callback(done)
 
     async def stop_orphan(self, kernel_id: str) -> int:
-        """Delete every pod, secret and per-kernel namespace labelled with *kernel_id*."""
+        """Delete every pod and per-kernel namespace labelled with *kernel_id*, and its first
+        launch's response secret (by name: the gateway may not list secrets)."""
         selector = label_selector({**OWNED, LABEL_KERNEL: kernel_id})
         stopped = 0
         namespaces: list[str | None] = [None] if self.scope is None else list(self.scope)
@@ -202,15 +217,9 @@ class K8sBackend(Backend):
                     meta = pod.get("metadata") or {}
                     await self.delete_pod(str(meta["namespace"]), str(meta["name"]), 0)
                     stopped += 1
-                sec_path = "/api/v1/secrets" if ns is None else ns_path(ns, "secrets")
-                with contextlib.suppress(KubeError):
-                    for sec in (await self.api.get(sec_path, labelSelector=selector)).get(
-                        "items"
-                    ) or []:
-                        meta = sec.get("metadata") or {}
-                        await self.api.delete(
-                            ns_path(str(meta["namespace"]), "secrets", str(meta["name"]))
-                        )
+                if ns is not None:  # the secret of a first launch (orphans never restarted)
+                    with contextlib.suppress(KubeError):
+                        await self.api.delete(ns_path(ns, "secrets", f"kf-{kernel_id}-response"))
             if self.scope is None:
                 for nsobj in (await self.api.get("/api/v1/namespaces", labelSelector=selector)).get(
                     "items"
@@ -223,12 +232,10 @@ class K8sBackend(Backend):
         return stopped
 
     async def warm_up(self) -> None:
-        for ns in [None] if self.scope is None else self.scope:
-            key = self._key(ns or "")
+        for ns in [""] if self.scope is None else self.scope:
+            key = self._key(ns)
             if key not in self._loops:
-                ready = self._ready[key] = asyncio.get_running_loop().create_future()
-                ready.add_done_callback(lambda f: f.cancelled() or f.exception())
-                self._loops[key] = asyncio.ensure_future(self._run(key, ready))
+                self._loops[key] = asyncio.ensure_future(self._run(key))
 
     async def close(self) -> None:
         if self._pending:  # best-effort deletes (secrets): let them finish, briefly
@@ -242,3 +249,8 @@ class K8sBackend(Backend):
         self._loops.clear()
         self._ready.clear()
         await self.api.close()
+
+
+def _retrieve(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()  # retrieved: its waiter may have gone

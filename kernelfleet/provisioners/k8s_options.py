@@ -14,6 +14,7 @@ that ``user_ids`` maps ``KERNEL_USERNAME`` to (an unmapped user is refused; uid 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,7 +24,7 @@ from traitlets.config import Configurable
 from kernelfleet.config import option
 from kernelfleet.errors import BadRequest, Forbidden, LaunchFailed
 from kernelfleet.provisioners.base import USERNAME
-from kernelfleet.provisioners.k8s_pod import DNS_LABEL, Limits, Volume, parse_volumes, quantity
+from kernelfleet.provisioners.k8s_pod import Limits, Volume, parse_volumes, quantity
 from kernelfleet.transport.k8s_api import Connection
 
 IN_CLUSTER_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
@@ -202,13 +203,7 @@ class K8sOptions(Configurable):
         )
 
     def shared_namespace(self) -> str:
-        if self.namespace:
-            return str(self.namespace)
-        try:
-            with open(IN_CLUSTER_NAMESPACE, encoding="utf-8") as f:
-                return f.read().strip() or "default"
-        except OSError:
-            return "default"
+        return str(self.namespace) if self.namespace else _own_namespace()
 
     def limits(self) -> Limits:
         try:
@@ -230,7 +225,9 @@ class K8sOptions(Configurable):
         try:
             return parse_volumes(self.volumes)
         except ValueError as exc:
-            raise BadRequest(f"the kernelspec's volumes option is invalid: {exc}") from None
+            raise LaunchFailed(
+                f"the kernelspec's volumes option is invalid: {exc}. The admin should fix it."
+            ) from None
 
     def choose_namespace(self, env: Mapping[str, str], kernel_id: str) -> tuple[str, bool]:
         """(namespace, whether this kernel owns it)."""
@@ -274,6 +271,16 @@ class K8sOptions(Configurable):
         return tuple(sorted({self.shared_namespace(), *self.allowed_namespaces}))
 
 
+@functools.cache
+def _own_namespace() -> str:
+    """The gateway pod's namespace (its service account's), else ``default``; read once."""
+    try:
+        with open(IN_CLUSTER_NAMESPACE, encoding="utf-8") as f:
+            return f.read().strip() or "default"
+    except OSError:
+        return "default"
+
+
 def parse_ids(value: Any) -> tuple[int, int]:
     """``2001``, ``"2001"`` or ``"2001:2002"`` → (uid, gid); raises Forbidden otherwise."""
     text = str(value).strip()
@@ -286,10 +293,3 @@ def parse_ids(value: Any) -> tuple[int, int]:
 
 def _id(text: str) -> bool:
     return text.isascii() and text.isdigit() and len(text) <= 10
-
-
-def valid_namespace(name: str) -> bool:
-    return bool(DNS_LABEL.match(name))
-
-
-__all__ = ["K8sOptions"]

@@ -20,8 +20,10 @@ of safe characters, a name from an allowed list) and bounded by the admin's limi
 literal (``"2Gi"``, ``1000``), which is always a valid YAML scalar, so no value can add YAML
 structure. :func:`finish_pod` then sets what the gateway relies on, whatever the template
 says: name, namespace, our labels, the launcher as the command, ``restartPolicy: Never``, and
-safe defaults the template may tighten but not drop silently (non-root, no privilege
-escalation, all capabilities dropped, no service-account token); a uid 0 is refused.
+safe defaults (non-root, no privilege escalation, all capabilities dropped, the runtime's
+seccomp profile, no service-account token unless the template asks for one). A pod that would
+leave a kernel's sandbox — uid or gid 0, privileged, privilege escalation, added capabilities,
+the host's PID, IPC or network namespace — is refused (:func:`unsafe_settings`).
 """
 
 from __future__ import annotations
@@ -425,13 +427,41 @@ def finish_pod(
             {"name": vol.name, "mountPath": vol.mount_path, "readOnly": vol.read_only}
         )
     every = [*(spec.get("containers") or []), *(spec.get("initContainers") or [])]
-    for where in (psc, *(_dict(x, "securityContext") for x in every if isinstance(x, dict))):
-        if where.get("runAsUser") == 0 or where.get("privileged") is True:
-            raise LaunchFailed(
-                f"Kernel '{params.kernel_name}' not started: its pod would run as root or "
-                "privileged. Fix the kernelspec's pod template (or the user map)."
-            )
+    for other in every:
+        if isinstance(other, dict) and other is not c:  # sidecars and init containers too
+            osc = _dict(other, "securityContext")
+            osc.setdefault("allowPrivilegeEscalation", False)
+            osc.setdefault("capabilities", {"drop": ["ALL"]})
+    unsafe = unsafe_settings(spec, psc, [x for x in every if isinstance(x, dict)])
+    if unsafe:
+        raise LaunchFailed(
+            f"Kernel '{params.kernel_name}' not started: its pod would get {unsafe}, which "
+            "kernelfleet never grants a kernel. Fix the kernelspec's pod template (or user map)."
+        )
     return pod
+
+
+def unsafe_settings(
+    spec: Mapping[str, Any], psc: Mapping[str, Any], containers: Sequence[dict[str, Any]]
+) -> str:
+    """The first setting of a pod that breaks out of a kernel's sandbox, or '': uid or gid 0,
+    privileged, privilege escalation, added capabilities, the host's namespaces."""
+    for key in ("hostPID", "hostIPC", "hostNetwork"):
+        if spec.get(key) is True:
+            return f"{key}: true"
+    for where in (psc, *(_dict(x, "securityContext") for x in containers)):
+        if where.get("runAsUser") == 0 or where.get("runAsGroup") == 0:
+            return "uid or gid 0"
+        if where.get("privileged") is True:
+            return "privileged: true"
+        if where.get("allowPrivilegeEscalation") is True:
+            return "allowPrivilegeEscalation: true"
+        caps = where.get("capabilities")
+        if isinstance(caps, Mapping) and caps.get("add"):
+            return f"capabilities {caps.get('add')!r:.40}"
+    if psc.get("fsGroup") == 0 or 0 in (psc.get("supplementalGroups") or []):
+        return "group 0"
+    return ""
 
 
 # -- the other objects of a kernel -------------------------------------------------------------
@@ -482,109 +512,3 @@ def pod_name(kernel_id: str, restart: int) -> str:
     """``kf-<kernel id>``, then ``kf-<kernel id>-r<n>`` for the n-th restart (a new pod while
     the old one may still be terminating)."""
     return f"kf-{kernel_id}" if restart <= 0 else f"kf-{kernel_id}-r{restart}"
-
-
-# -- what a pod's status says ------------------------------------------------------------------
-
-#: Waiting reasons after which a start cannot succeed without someone changing something.
-FATAL_WAITING = frozenset(
-    {
-        "ErrImagePull",
-        "ImagePullBackOff",
-        "ErrImageNeverPull",
-        "InvalidImageName",
-        "CreateContainerConfigError",
-        "CreateContainerError",
-        "RunContainerError",
-        "CrashLoopBackOff",
-    }
-)
-
-
-@dataclass(frozen=True)
-class PodView:
-    """The few facts of a pod a launch and the monitor act on."""
-
-    phase: str = ""
-    ip: str = ""
-    node: str = ""
-    waiting: str = ""
-    waiting_message: str = ""
-    exit_code: int | None = None
-    terminated_reason: str = ""
-    terminated_message: str = ""
-    unschedulable: str = ""
-    deleting: bool = False
-
-    @property
-    def ended(self) -> bool:
-        return self.phase in ("Succeeded", "Failed") or self.exit_code is not None
-
-
-def pod_view(pod: Mapping[str, Any]) -> PodView:
-    status = pod.get("status") or {}
-    spec = pod.get("spec") or {}
-    meta = pod.get("metadata") or {}
-    waiting = waiting_message = reason = message = ""
-    code: int | None = None
-    for cs in status.get("containerStatuses") or []:
-        if not isinstance(cs, dict) or cs.get("name") not in (CONTAINER, None):
-            continue
-        state = cs.get("state") or {}
-        if isinstance(state.get("waiting"), dict):
-            waiting = str(state["waiting"].get("reason") or "")
-            waiting_message = str(state["waiting"].get("message") or "")
-        if isinstance(state.get("terminated"), dict):
-            term = state["terminated"]
-            code = int(term.get("exitCode", 0) or 0)
-            reason = str(term.get("reason") or "")
-            message = str(term.get("message") or "")
-    unschedulable = ""
-    for cond in status.get("conditions") or []:
-        if (
-            isinstance(cond, dict)
-            and cond.get("type") == "PodScheduled"
-            and cond.get("status") == "False"
-            and cond.get("reason") == "Unschedulable"
-        ):
-            unschedulable = str(cond.get("message") or "no node fits")
-    return PodView(
-        phase=str(status.get("phase") or ""),
-        ip=str(status.get("podIP") or ""),
-        node=str(spec.get("nodeName") or ""),
-        waiting=waiting,
-        waiting_message=waiting_message,
-        exit_code=code,
-        terminated_reason=reason,
-        terminated_message=message,
-        unschedulable=unschedulable,
-        deleting=bool(meta.get("deletionTimestamp")),
-    )
-
-
-def launch_failure(view: PodView) -> str | None:
-    """The cluster's reason why this pod's start cannot succeed, else None."""
-    if view.unschedulable:
-        return f"the pod cannot be scheduled: {view.unschedulable}"
-    if view.waiting in FATAL_WAITING:
-        return f"{view.waiting}: {view.waiting_message or 'no message'}"
-    if view.ended:
-        why = view.terminated_message or view.terminated_reason or view.phase
-        return f"the kernel's container exited with status {view.exit_code} ({why})"
-    return None
-
-
-def phase_text(view: PodView, events: Sequence[str] = ()) -> str:
-    """What the launch is waiting for, for errors and the model (``pulling image …``)."""
-    if view.deleting:
-        return "being deleted"
-    if not view.node:
-        return "pending (not yet scheduled)"
-    for text in reversed(events):
-        if text.startswith("Pulling"):
-            return f"pulling its image on {view.node} ({text})"
-    if view.waiting:
-        return f"{view.waiting} on {view.node}"
-    if view.phase == "Running":
-        return f"running on {view.node} (the kernel has not answered yet)"
-    return f"{view.phase.lower() or 'pending'} on {view.node}"

@@ -80,12 +80,12 @@ class Access(NamedTuple):
 KERNEL_RIGHTS = (
     *(Access(verb, "pods") for verb in ("create", "get", "list", "watch", "delete")),
     Access("get", "pods", "log"),
-    *(Access(verb, "secrets") for verb in ("create", "list", "delete")),
+    *(Access(verb, "secrets") for verb in ("create", "delete")),
     Access("list", "events"),
 )
 #: What per-kernel mode does besides, cluster-wide.
 NAMESPACE_RIGHTS = tuple(Access(verb, "namespaces") for verb in ("create", "delete", "list"))
-QUOTA_RIGHT = Access("create", "resourcequotas")
+QUOTA_RIGHTS = (Access("create", "resourcequotas"), Access("create", "limitranges"))
 
 
 @dataclass(frozen=True)
@@ -154,7 +154,7 @@ def needed_access(target: K8sTarget) -> list[Access]:
     scopes += [n for n in target.allowed_namespaces if n not in scopes]
     out = []
     if not target.shared:
-        out += [*NAMESPACE_RIGHTS, *([QUOTA_RIGHT] if target.quota else [])]
+        out += [*NAMESPACE_RIGHTS, *(QUOTA_RIGHTS if target.quota else ())]
     for scope in scopes:
         out += [a._replace(namespace=scope) for a in KERNEL_RIGHTS]
     return out

@@ -123,7 +123,7 @@ class KubeApi:
         query: Mapping[str, Any] | None = None,
         body: Any = None,
         *,
-        seconds: float | None = REQUEST_TIMEOUT,
+        seconds: float | tuple[float, float] | None = REQUEST_TIMEOUT,
         accept: str = "application/json",
     ) -> Any:
         client = await self.client()
@@ -132,7 +132,7 @@ class KubeApi:
         if body is not None:
             headers["Content-Type"] = "application/json"
         try:
-            return await client.call_api(
+            resp = await client.call_api(
                 path,
                 method,
                 query_params=params,
@@ -148,6 +148,9 @@ class KubeApi:
             raise KubeError(0, "Unreachable", f"{self.conn.describe()}: {exc}") from None
         except Exception as exc:  # aiohttp's ClientError and kubernetes_asyncio's own
             raise KubeError(0, "Unreachable", f"{self.conn.describe()}: {exc}") from None
+        if resp.status == 401 and self.conn.token_file:
+            await self.close()  # a rotated token file: read it again on the next call
+        return resp
 
     async def request(
         self,
@@ -211,7 +214,9 @@ class KubeApi:
             "allowWatchBookmarks": "true",
             "timeoutSeconds": WATCH_SECONDS,
         }
-        resp = await self._call("GET", path, params, seconds=None)
+        # no total timeout, but a read timeout: a connection dropped silently (a NAT or load
+        # balancer) must not freeze every kernel's liveness
+        resp = await self._call("GET", path, params, seconds=(10, WATCH_SECONDS + 30))
         try:
             if not 200 <= resp.status <= 299:
                 _checked(resp.status, await resp.read())

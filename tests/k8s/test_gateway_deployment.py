@@ -23,13 +23,18 @@ TOKEN = "deployment-test-token"
 
 
 def manifests(gateway_image: str, kernel_image: str, cluster: K8sCluster) -> list[dict[str, Any]]:
-    """gateway.yaml with this run's images and token; the API server's address given to the
-    gateway pod itself (no kube-proxy here to route the kubernetes Service)."""
+    """gateway.yaml with this run's images, the token Secret its comment says to create, and
+    the API server's address given to the gateway pod itself (no kube-proxy here to route the
+    kubernetes Service)."""
     docs = [d for d in yaml.safe_load_all((MANIFESTS / "gateway.yaml").read_text()) if d]
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "kernelfleet-auth", "namespace": GATEWAY_NAMESPACE},
+        "stringData": {"token": TOKEN},
+    }
     for doc in docs:
-        if doc["kind"] == "Secret":
-            doc["stringData"]["token"] = TOKEN
-        elif doc["kind"] == "ConfigMap":
+        if doc["kind"] == "ConfigMap":
             spec = json.loads(doc["data"]["python.kernel.json"])
             spec["metadata"]["kernel_provisioner"]["config"]["image"] = kernel_image
             doc["data"]["python.kernel.json"] = json.dumps(spec)
@@ -41,7 +46,7 @@ def manifests(gateway_image: str, kernel_image: str, cluster: K8sCluster) -> lis
                 {"name": "KUBERNETES_SERVICE_HOST", "value": host},
                 {"name": "KUBERNETES_SERVICE_PORT", "value": port},
             ]
-    return docs
+    return [secret, *docs]
 
 
 def gateway_pod(cluster: K8sCluster) -> dict[str, Any] | None:

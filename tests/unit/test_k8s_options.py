@@ -34,10 +34,13 @@ def test_shared_mode_runs_every_kernel_in_the_configured_namespace() -> None:
 def test_shared_mode_defaults_to_the_gateways_own_namespace_else_default(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    k8s_options._own_namespace.cache_clear()
     assert K8sOptions().choose_namespace({}, KID) == ("default", False)
     (tmp_path / "ns").write_text("gateway-ns\n")
     monkeypatch.setattr(k8s_options, "IN_CLUSTER_NAMESPACE", str(tmp_path / "ns"))
+    k8s_options._own_namespace.cache_clear()  # read once per process
     assert K8sOptions().choose_namespace({}, KID) == ("gateway-ns", False)
+    k8s_options._own_namespace.cache_clear()
 
 
 def test_per_kernel_mode_gives_each_kernel_a_namespace_it_owns() -> None:
@@ -207,6 +210,6 @@ def test_declared_volumes_are_parsed_or_refused_naming_the_option() -> None:
         Volume("home", "/home/{username}", claim="home-{username}"),
     )
     with pytest.raises(
-        BadRequest, match=r"^the kernelspec's volumes option is invalid: volumes\[0\]"
+        LaunchFailed, match=r"^the kernelspec's volumes option is invalid: volumes\[0\]"
     ):
         K8sOptions(volumes=[{"name": "home"}]).declared_volumes()
