@@ -297,10 +297,20 @@ def python_recipe(launchers: Mapping[str, bytes]) -> Recipe:
     ``args``) or the whole command."""
     pip = f"{KERNEL_VENV}/bin/pip"
     pins = " ".join(shlex.quote(r) for r in PYTHON_KERNEL_REQUIREMENTS)
+    # Unchecked-hash .pyc files: an import reads the .pyc alone, not the source too (half the
+    # reads of a first import, which a pod on a slow disk with a cold page cache pays).
+    # Completion without jedi: IPython's own completer answers at once, where jedi's first
+    # completion reads hundreds of stub files (seconds to minutes on a cold, slow disk); a
+    # kernelspec re-enables it with IPYTHON config or `%config Completer.use_jedi = True`.
+    ipython_config = f"{KERNEL_VENV}/etc/ipython/ipython_config.py"
     install = (
         f"python3 -m venv {KERNEL_VENV} && {pip} install -q --no-index --find-links "
         f"{WHEELS_DIR} {pins} && {pip} uninstall -q -y pip setuptools "
-        f"&& rm -rf {WHEELS_DIR} /root/.cache"
+        f"&& rm -rf {WHEELS_DIR} /root/.cache "
+        f"&& {KERNEL_VENV}/bin/python3 -m compileall -q -f --invalidation-mode unchecked-hash "
+        f"{KERNEL_VENV}/lib "
+        f"&& mkdir -p {KERNEL_VENV}/etc/ipython "
+        f"&& echo 'c.Completer.use_jedi = False' > {ipython_config}"
     )
     return Recipe(
         name="python",

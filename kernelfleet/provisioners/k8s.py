@@ -68,6 +68,8 @@ DEADLINE_MARGIN = 1.0
 EVENTS_EVERY = 1.0
 #: Seconds a new namespace may lack its default service account (the controller makes it).
 SA_WAIT = 10.0
+#: Seconds a log request waits for the kubelet to report a running kernel's container started.
+LOG_WAIT = 10.0
 
 
 class K8sProvisioner(RemoteProvisioner, K8sOptions):  # type: ignore[misc,metaclass]
@@ -504,16 +506,23 @@ class K8sProvisioner(RemoteProvisioner, K8sOptions):  # type: ignore[misc,metacl
         """The end of the kernel container's output (the launcher's and the kernel's)."""
         if not self.pod:
             raise NotFound(f"kernel {self.kernel_id} has no pod yet")
-        try:
-            text = await self.k8s.api.text(
-                ns_path(self.pod_namespace, "pods", self.pod, "log"),
-                {"container": "kernel", "tailLines": 2000},
-            )
-        except KubeError as exc:
-            if exc.status == 400:  # the container has not started: no log yet
-                return None
-            raise NotFound(f"no log for kernel {self.kernel_id}: {exc.message}") from None
-        return text[-max_bytes:]
+        path = ns_path(self.pod_namespace, "pods", self.pod, "log")
+        # The API serves a log only once the kubelet reported the container started, which
+        # can lag behind a kernel that already answered: wait for that report, briefly.
+        answered = isinstance(self.checkpoint.get("connection_info"), dict)
+        until = asyncio.get_running_loop().time() + (LOG_WAIT if answered else 0.0)
+        while True:
+            try:
+                text = await self.k8s.api.text(path, {"container": "kernel", "tailLines": 2000})
+            except KubeError as exc:
+                if exc.status != 400:
+                    raise NotFound(f"no log for kernel {self.kernel_id}: {exc.message}") from None
+                if asyncio.get_running_loop().time() >= until:
+                    log.info("kernel %s: no pod log yet (%s)", self.kernel_id, exc.message)
+                    return None  # the container has not started: no log yet
+                await asyncio.sleep(0.25)
+                continue
+            return text[-max_bytes:]
 
     async def do_reattach(self) -> None:
         pod = self.pod

@@ -480,7 +480,7 @@ def test_hosts_check_against_the_real_cluster(
     ), checks
     assert checks["permissions"] == [
         {"name": "permissions", "status": OK,
-         "detail": f"all 10 rights namespace mode shared needs ({SHARED})"}
+         "detail": f"all 9 rights namespace mode shared needs ({SHARED})"}
     ]  # fmt: skip
     assert checks["namespace"][0]["status"] == OK, checks
     assert checks["image"][0]["status"] == SKIP
