@@ -27,10 +27,10 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 SSHD = "/usr/sbin/sshd"
 
@@ -67,6 +67,51 @@ class TestbedBusy(RuntimeError):
     """Another process (a concurrent test session) holds the testbed."""
 
     __test__ = False
+
+
+def acquire_lock(path: Path, wait: float, what: str) -> int:
+    """An exclusive ``flock`` on *path* (its fd, held until closed); after *wait* s of another
+    process holding it, :class:`TestbedBusy` naming *what*."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                os.close(fd)
+                raise TestbedBusy(f"another test session holds {what} ({path})") from None
+            time.sleep(0.5)  # flock has no awaitable form; this is a test fixture
+
+
+def wait_for(
+    predicate: Callable[[], Any], limit: float, what: str, details: Callable[[], str] = str
+) -> Any:
+    """Poll *predicate* until it returns something truthy (returned); on timeout raise with
+    *what* and *details()* (a cluster's daemon log tails)."""
+    deadline = time.monotonic() + limit
+    last: BaseException | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+        except Exception as exc:  # a daemon still starting refuses connections
+            last = exc
+        else:
+            if value:
+                return value
+        time.sleep(0.2)
+    raise RuntimeError(f"{what} within {limit:g} s (last error: {last!r})\n{details()}")
+
+
+def skip_or_fail(tier: str, reason: str) -> NoReturn:
+    """Skip a test whose real parts cannot run here; under ``CI=true`` fail it instead, so
+    that a CI machine missing them cannot go green by skipping the *tier*."""
+    import pytest
+
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"the {tier} tests cannot run: {reason} (CI=true: not skipped)")
+    pytest.skip(reason)
 
 
 def _run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -180,20 +225,7 @@ class Testbed:
         return self
 
     def _acquire(self, wait: float) -> None:
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                self._lock = fd
-                return
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    os.close(fd)
-                    raise TestbedBusy(
-                        f"another test session holds the SSH testbed ({self.lock_path})"
-                    ) from None
-                time.sleep(0.5)  # flock has no awaitable form; this is a test fixture
+        self._lock = acquire_lock(self.lock_path, wait, "the SSH testbed")
 
     def down(self, release: bool = True) -> None:
         for netns in self._existing_netns():

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -44,7 +43,6 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +52,7 @@ from kernelfleet.images.oci import MEDIA_MANIFEST, read_oci_archive
 from tests.k8s import confs, node
 from tests.k8s.node import API_PORT, BUSYBOX_IMAGE, NODE_IP, NODE_NAME, PAUSE_IMAGE, REGISTRY
 from tests.k8s.pki import Pki, make_pki
-from tests.testbed import TestbedBusy
+from tests.testbed import acquire_lock, wait_for
 
 STATE_DIR = Path("/run/kf-k8s")
 LOCK = Path("/run/kf-k8s.lock")
@@ -80,25 +78,6 @@ def bin_dir() -> Path | str:
     if proc.returncode != 0:
         return proc.stderr.strip() or f"{script} --check failed"
     return Path(proc.stdout.strip()) / "bin"
-
-
-def wait_for(
-    predicate: Callable[[], Any], limit: float, what: str, details: Callable[[], str] = str
-) -> Any:
-    """Poll *predicate* until it returns something truthy (returned); on timeout raise with
-    *what* and *details()* (log tails)."""
-    deadline = time.monotonic() + limit
-    last: BaseException | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-        except Exception as exc:  # a daemon still starting refuses connections
-            last = exc
-        else:
-            if value:
-                return value
-        time.sleep(0.2)
-    raise RuntimeError(f"{what} within {limit:g} s (last error: {last!r})\n{details()}")
 
 
 class ApiError(RuntimeError):
@@ -324,20 +303,7 @@ class K8sCluster:
         return out.split()
 
     def _acquire(self, wait: float) -> None:
-        fd = os.open(LOCK, os.O_RDWR | os.O_CREAT, 0o600)
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                self._lock = fd
-                return
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    os.close(fd)
-                    raise TestbedBusy(
-                        f"another process holds the Kubernetes testbed ({LOCK})"
-                    ) from None
-                time.sleep(0.5)
+        self._lock = acquire_lock(LOCK, wait, "the Kubernetes testbed")
 
     def _release(self) -> None:
         if self._lock is not None:

@@ -15,12 +15,11 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from typing import NoReturn
 
 import pytest
 
 from tests.k8s.cluster import K8sCluster, bin_dir
-from tests.testbed import TestbedBusy
+from tests.testbed import TestbedBusy, skip_or_fail
 
 #: tool -> the Debian package that has it
 TOOLS = {
@@ -58,24 +57,18 @@ def k8s_requirements() -> Path | str:
     return bin_dir()
 
 
-def skip_or_fail(reason: str) -> NoReturn:
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"the Kubernetes tests cannot run: {reason} (CI=true: not skipped)")
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="session")
 def k8s_cluster() -> Iterator[K8sCluster]:
     """etcd, the control plane, containerd, the kubelet and the local registry, up and
     Ready (see the docstring of tests/k8s/cluster.py); torn down after the session."""
     bins = k8s_requirements()
     if isinstance(bins, str):
-        skip_or_fail(bins)
+        skip_or_fail("Kubernetes", bins)
     cluster = K8sCluster(bins)
     try:
         cluster.up()
     except TestbedBusy as exc:
-        skip_or_fail(str(exc))
+        skip_or_fail("Kubernetes", str(exc))
     try:
         yield cluster
     finally:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from kernelfleet.provisioners.k8s_pod import LABEL_KERNEL, OWNED
+from kernelfleet.transport.k8s_api import label_selector
 from tests.k8s.cluster import K8sCluster
 
 REPO = Path(__file__).resolve().parents[2]
@@ -96,9 +97,7 @@ def write_k8s_spec(
 
 def kernel_pods(cluster: K8sCluster, kernel_id: str | None = None) -> list[dict[str, Any]]:
     """Kernel pods of one kernel (or of every kernel) in any namespace, deleting ones too."""
-    selector = ",".join(f"{k}={v}" for k, v in OWNED.items())
-    if kernel_id:
-        selector += f",{LABEL_KERNEL}={kernel_id}"
+    selector = label_selector({**OWNED, **({LABEL_KERNEL: kernel_id} if kernel_id else {})})
     out = cluster.kubectl("get", "pods", "-A", "-l", selector, "-o", "json").stdout
     items: list[dict[str, Any]] = json.loads(out).get("items") or []
     return items

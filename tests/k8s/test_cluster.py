@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 
 from tests.k8s import node
-from tests.k8s.cluster import ApiError, K8sCluster, wait_for
+from tests.k8s.cluster import ApiError, K8sCluster
+from tests.testbed import wait_for
 
 pytestmark = pytest.mark.k8s
 

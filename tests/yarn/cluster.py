@@ -44,12 +44,12 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.testbed import Network, Testbed, TestHost
+from tests.testbed import Network, Testbed, TestHost, wait_for
 from tests.yarn.confs import (
     LOG4J,
     LOG4J2,
@@ -101,25 +101,6 @@ def http_json(url: str, method: str = "GET", body: Any = None, timeout: float = 
         req.add_header("Content-Type", "application/json")
     with urllib.request.urlopen(req, timeout=timeout) as resp:
         return json.load(resp)
-
-
-def wait_for(
-    predicate: Callable[[], Any], limit: float, what: str, details: Callable[[], str] = str
-) -> Any:
-    """Poll *predicate* until it returns something truthy (returned); on timeout raise with
-    *what* and *details()* (daemon log tails)."""
-    deadline = time.monotonic() + limit
-    last: BaseException | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-        except Exception as exc:  # a daemon still starting refuses connections
-            last = exc
-        else:
-            if value:
-                return value
-        time.sleep(0.25)
-    raise RuntimeError(f"{what} within {limit:g} s (last error: {last!r})\n{details()}")
 
 
 @dataclass

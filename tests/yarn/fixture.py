@@ -9,15 +9,13 @@ machine that lost its Java cannot go green by skipping the YARN tier.
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import NoReturn
 
 import pytest
 
-from tests.testbed import TestbedBusy, missing_requirements
+from tests.testbed import TestbedBusy, missing_requirements, skip_or_fail
 from tests.yarn.cluster import JAVA_HOME, YarnCluster, jars_dir
 
 
@@ -40,24 +38,18 @@ def yarn_requirements() -> Path | str:
     return jars_dir()
 
 
-def skip_or_fail(reason: str) -> NoReturn:
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"the YARN tests cannot run: {reason} (CI=true: not skipped)")
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="session")
 def yarn_cluster() -> Iterator[YarnCluster]:
     """Two NodeManagers in testbed hosts, two ResourceManagers (HA) and ZooKeeper; see the
     docstring of tests/yarn/cluster.py for why it is HA from the start."""
     jars = yarn_requirements()
     if isinstance(jars, str):
-        skip_or_fail(jars)
+        skip_or_fail("YARN", jars)
     cluster = YarnCluster(jars)
     try:
         cluster.start_ha()
     except TestbedBusy as exc:
-        skip_or_fail(str(exc))
+        skip_or_fail("YARN", str(exc))
     try:
         yield cluster
     finally:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.yarn.cluster import YarnCluster, bare_submit, submit_argv, wait_for
+from tests.testbed import wait_for
+from tests.yarn.cluster import YarnCluster, bare_submit, submit_argv
 from tests.yarn.confs import (
     RM_PORTS,
     capacity_scheduler,
