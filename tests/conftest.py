@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,22 @@ async def temp_gateway(**sections: dict[str, Any]) -> AsyncIterator[Gateway]:
 
 def client_for(gw: Gateway, token: str = TOKEN, **kwargs: Any) -> GatewayClient:
     return GatewayClient(gw.url, token=token, **kwargs)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, Any, None]:
+    """A failed test that ran on the Kubernetes cluster reports the cluster's state."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and call.when == "call" and item.get_closest_marker("k8s") is not None:
+        from tests.k8s.diagnose import CURRENT
+        from tests.k8s.diagnose import report as cluster_report
+
+        if CURRENT:
+            state = cluster_report(CURRENT[0])
+            report.sections.append(("Kubernetes cluster at the failure", state))
 
 
 @pytest.fixture(autouse=True)

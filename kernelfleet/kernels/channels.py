@@ -341,6 +341,7 @@ class KernelChannels:
             "shell", identity=f"kf-ready-{uuid.uuid4().hex[:8]}".encode(), eager=True
         )
         loop = asyncio.get_running_loop()
+        patience = 0.05  # doubled on each miss, up to 1 s: a loaded machine delivers late
         try:
             while True:
                 msg = self.session.msg("kernel_info_request", {})
@@ -357,9 +358,10 @@ class KernelChannels:
                             break
                     # If the subscription was not live yet, the idle never comes: ask again.
                     try:
-                        await asyncio.wait_for(idle, 0.05)
+                        await asyncio.wait_for(idle, patience)
                         return reply.content()
                     except TimeoutError:
+                        patience = min(1.0, patience * 2)
                         continue
                 finally:
                     self._idle_waiters.pop(msg_id, None)

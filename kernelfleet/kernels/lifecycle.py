@@ -248,12 +248,13 @@ class KernelLifecycle(LoggingConfigurable):
                 record.touch("idle")
                 await self.persist.save(record, "running", pooled=record.pooled)
         except TimeoutError:
+            stage = launch_stage(record)
             await self.destroy(record)
             where = f" on {record.host}" if record.host else ""
             raise LaunchTimeout(
-                f"Kernel '{name}'{where} did not become ready within {timeout:g} s. Its log "
-                "may say why; raise KERNEL_LAUNCH_TIMEOUT or the kernelspec's launch_timeout "
-                "if it is just slow."
+                f"Kernel '{name}'{where} did not become ready within {timeout:g} s{stage}. Its "
+                "log may say why; raise KERNEL_LAUNCH_TIMEOUT or the kernelspec's "
+                "launch_timeout if it is just slow."
             ) from None
         except asyncio.CancelledError:
             await asyncio.shield(self.destroy(record))
@@ -467,7 +468,7 @@ class KernelLifecycle(LoggingConfigurable):
             self.on_kernel_dead(record)
             where = f" on {record.host}" if record.host else ""
             detail = (
-                f"did not become ready within {record.launch_timeout:g} s"
+                f"did not become ready within {record.launch_timeout:g} s{launch_stage(record)}"
                 if isinstance(exc, TimeoutError)
                 else f"failed: {describe(exc)}"
             )
@@ -487,3 +488,15 @@ class KernelLifecycle(LoggingConfigurable):
                 state = msg.content().get("execution_state")
         record.touch(state if record.lifecycle is Lifecycle.RUNNING else None)
         self.persist.touched(record)
+
+
+def launch_stage(record: KernelRecord) -> str:
+    """Where a launch that ran out of time was, for its error ("" when unknown)."""
+    prov = record.manager.provisioner if record.manager is not None else None
+    phase = getattr(prov, "phase", "") if isinstance(prov, KernelfleetProvisioner) else ""
+    if phase == "answered":
+        return (
+            " (it sent its connection info, then never answered kernel_info: can the "
+            "gateway reach its ports?)"
+        )
+    return f" (its launch was {phase})" if phase and phase != "not started" else ""

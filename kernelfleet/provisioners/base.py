@@ -173,6 +173,10 @@ class KernelfleetProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         super().__init__(**with_env_defaults(type(self), kwargs))
         self.terms: LaunchTerms | None = None
         self._deadline: float | None = None
+        #: What the current launch is doing, in words ("" when it tells nothing): the
+        #: gateway names it when the launch runs out of time. "answered" once the kernel sent
+        #: its connection info.
+        self.phase = ""
 
     # -- launch terms -----------------------------------------------------------------------
     def set_launch_terms(self, terms: LaunchTerms) -> None:

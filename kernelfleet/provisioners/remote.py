@@ -210,6 +210,7 @@ class RemoteProvisioner(KernelfleetProvisioner):
             self.checkpoint = dict(self.previous)
             raise RuntimeError(f"{type(self).__name__}.do_launch yielded no connection_info")
         self._has_process = True
+        self.phase = "answered"
         info = _connection_info(conn)
         self.connection_info = info
         return info

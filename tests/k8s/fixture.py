@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.k8s.cluster import K8sCluster, bin_dir
+from tests.k8s.diagnose import CURRENT
 from tests.testbed import TestbedBusy, skip_or_fail
 
 #: tool -> the Debian package that has it
@@ -69,7 +70,9 @@ def k8s_cluster() -> Iterator[K8sCluster]:
         cluster.up()
     except TestbedBusy as exc:
         skip_or_fail("Kubernetes", str(exc))
+    CURRENT.append(cluster)
     try:
         yield cluster
     finally:
+        CURRENT.clear()
         cluster.down()
