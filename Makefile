@@ -12,12 +12,15 @@ STAMP := $(VENV)/.installed-stamp
 # tests/yarn (it runs on the JRE above; nothing is compiled), and for the Kubernetes node of
 # tests/k8s: containerd, runc and the CNI plugins, mmdebstrap for the kernel images, gcc for the
 # pause program, openssl for the cluster's certificates, Debian's registry for image pulls, Go
-# to build Kubernetes (scripts/k8s-deps.sh).
+# to build Kubernetes (scripts/k8s-deps.sh), and Debian's Docker 20.10 for the engine of
+# tests/docker.
 SYSTEM_PACKAGES := openssh-server chromium iproute2 procps python3-ipykernel sudo postgresql \
 	openjdk-17-jre-headless r-base-core r-cran-irkernel maven containerd runc \
-	containernetworking-plugins mmdebstrap busybox-static gcc libc6-dev openssl docker-registry
+	containernetworking-plugins mmdebstrap busybox-static gcc libc6-dev openssl docker-registry \
+	docker.io
 
-.PHONY: install system-deps toree-env yarn-deps k8s-deps images k8s-up k8s-down k8s-status run test \
+.PHONY: install system-deps toree-env yarn-deps k8s-deps images k8s-up k8s-down k8s-status \
+	docker-up docker-down docker-status run test \
 	test-fast lint bench clean
 
 $(STAMP): pyproject.toml
@@ -49,6 +52,7 @@ system-deps:
 	command -v gcc >/dev/null 2>&1 || missing="$$missing gcc libc6-dev"; \
 	command -v openssl >/dev/null 2>&1 || missing="$$missing openssl"; \
 	command -v docker-registry >/dev/null 2>&1 || missing="$$missing docker-registry"; \
+	[ -x /usr/sbin/dockerd ] || missing="$$missing docker.io"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
@@ -90,6 +94,17 @@ k8s-down: install
 
 k8s-status: install
 	$(BIN)/python -m tests.k8s.cluster status
+
+# The Docker engine of tests/docker, for use by hand (DOCKER_HOST, kernelspecs); the tests start
+# the same one themselves when it is not up. Loaded images stay in $(KF_TEST_CACHE)/docker-<version>.
+docker-up: install system-deps
+	$(BIN)/python -m tests.docker.engine up
+
+docker-down: install
+	$(BIN)/python -m tests.docker.engine down
+
+docker-status: install
+	$(BIN)/python -m tests.docker.engine status
 
 run: install
 	$(BIN)/kernelfleet serve

@@ -14,6 +14,7 @@ from traitlets.config import Config
 
 from kernelfleet.client import GatewayClient
 from kernelfleet.gateway.app import Gateway
+from tests.docker.fixture import docker_engine, docker_kernel_image, docker_swarm  # noqa: F401 - the session's Docker engine
 from tests.k8s.fixture import k8s_cluster  # noqa: F401 - the session's Kubernetes cluster
 from tests.k8s.session import identity, kernel_image  # noqa: F401 - over that cluster
 from tests.yarn.fixture import yarn_cluster  # noqa: F401 - the session's YARN cluster

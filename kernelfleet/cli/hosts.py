@@ -16,7 +16,10 @@ A YARN kernelspec (``kernelfleet-yarn``) is checked without SSH, one row for its
 yarn spec kind (:func:`kernelfleet.specs.kinds.yarn.provisioner_settings`). A Kubernetes
 kernelspec (``kernelfleet-k8s``) likewise: one row for its cluster, asked through the API server
 under the gateway's own identity (:mod:`kernelfleet.specs.k8scheck`), with the provisioner's
-settings (``KF_K8S_*``, ``c.K8sProvisioner.*``, then the kernelspec's config).
+settings (``KF_K8S_*``, ``c.K8sProvisioner.*``, then the kernelspec's config). A Docker
+kernelspec (``kernelfleet-docker``): one row for its engine, asked through its API as the
+gateway's user (:mod:`kernelfleet.specs.dockercheck`), with the provisioner's settings
+(``KF_DOCKER_*``, ``c.DockerProvisioner.*``, then the kernelspec's config).
 """
 
 from __future__ import annotations
@@ -34,7 +37,8 @@ from kernelfleet.cli.base import KernelfleetCommand, table
 from kernelfleet.cli.spec import FleetCommand
 from kernelfleet.config import EnvError, option
 from kernelfleet.errors import PublicError
-from kernelfleet.specs import hostcheck, installer, k8scheck, yarncheck
+from kernelfleet.specs import dockercheck, hostcheck, installer, k8scheck, yarncheck
+from kernelfleet.specs.kinds import docker as docker_kind
 from kernelfleet.specs.kinds import k8s as k8s_kind
 from kernelfleet.specs.kinds import ssh as ssh_kind
 from kernelfleet.specs.kinds import yarn as yarn_kind
@@ -42,17 +46,20 @@ from kernelfleet.specs.verdicts import HostReport
 
 YARN = yarn_kind.YarnKind.provisioner_name
 K8S = k8s_kind.K8sKind.provisioner_name
+DOCKER = docker_kind.DockerKind.provisioner_name
 
 
 @dataclass(frozen=True)
 class Job:
     """One set of checks: a kernelspec (or None: --hosts alone) and either the SSH
-    provisioner's settings (hosts to check), a YARN cluster or a Kubernetes cluster to check."""
+    provisioner's settings (hosts to check), a YARN or Kubernetes cluster or a Docker engine
+    to check."""
 
     row: installer.SpecRow | None
     provisioner: Any = None
     yarn: yarncheck.YarnTarget | None = None
     k8s: k8scheck.K8sTarget | None = None
+    docker: dockercheck.DockerTarget | None = None
 
 
 class CheckApp(FleetCommand):
@@ -63,21 +70,24 @@ class CheckApp(FleetCommand):
     kernelspec, its cluster instead: the ResourceManagers' HA states, the NodeManagers, the
     queue, and spark-submit and the Hadoop configuration on this machine. For a Kubernetes
     kernelspec, its cluster: the API server, the gateway's rights there, the namespaces, the
-    image on the nodes and the pod template. Exit status 1 when a host (or cluster) is not
-    ready."""
+    image on the nodes and the pod template. For a Docker kernelspec, its engine: reachable,
+    its API version, the image and network on it, the swarm, and who can use its socket. Exit
+    status 1 when a host (or cluster, or engine) is not ready."""
     examples = dedent("""
         kernelfleet hosts check             # every SSH spec's hosts, every cluster spec's cluster
         kernelfleet hosts check --hosts=host1,host2
         kernelfleet hosts check --spec=ssh_python_spark --json
         kernelfleet hosts check --spec=yarn_python
         kernelfleet hosts check --spec=k8s_python --json
+        kernelfleet hosts check --spec=docker_python
         """)
     spec = option(
         Unicode(
             "",
-            help="Kernelspec to check the hosts (or YARN or Kubernetes cluster) for. Default: "
-            "with --hosts, host checks only; without, every installed SSH kernelspec and its "
-            "hosts, and every YARN and Kubernetes kernelspec's cluster.",
+            help="Kernelspec to check the hosts (or YARN or Kubernetes cluster, or Docker "
+            "engine) for. Default: with --hosts, host checks only; without, every installed SSH "
+            "kernelspec and its hosts, every YARN and Kubernetes kernelspec's cluster and every "
+            "Docker kernelspec's engine.",
         ),
         "KF_CHECK_SPEC",
     )
@@ -130,12 +140,12 @@ class CheckApp(FleetCommand):
             rows = [
                 r
                 for r in installer.list_specs(ksm)
-                if (r.provisioner == ssh and r.hosts) or r.provisioner in (YARN, K8S)
+                if (r.provisioner == ssh and r.hosts) or r.provisioner in (YARN, K8S, DOCKER)
             ]
             if not rows:
                 self.fail(
-                    "no hosts to check: no installed kernelspec runs on SSH hosts, YARN or "
-                    "Kubernetes. "
+                    "no hosts to check: no installed kernelspec runs on SSH hosts, YARN, "
+                    "Kubernetes or Docker. "
                     "Pass --hosts, or install one with 'kernelfleet spec install ssh'.",
                     code=2,
                 )
@@ -157,6 +167,9 @@ class CheckApp(FleetCommand):
             if row is not None and row.provisioner == K8S:
                 jobs.append(Job(row, k8s=self._k8s_target(row)))
                 continue
+            if row is not None and row.provisioner == DOCKER:
+                jobs.append(Job(row, docker=self._docker_target(row)))
+                continue
             spec_config = row.provisioner_config if row else None
             provisioner = ssh_kind.provisioner_settings(self.config, spec_config)
             provisioner.ports()  # a bad port_range is an error before anything connects
@@ -176,6 +189,19 @@ class CheckApp(FleetCommand):
         except (EnvError, TraitError, PublicError) as exc:
             self.fail(f"kernelspec {row.name}: {getattr(exc, 'message', exc)}", code=2)
 
+    def _docker_target(self, row: installer.SpecRow) -> dockercheck.DockerTarget:
+        if self.hosts:
+            self.fail(
+                f"--hosts does not apply to kernelspec {row.name}: its kernels run on its "
+                "Docker engine (the engine is checked instead)",
+                code=2,
+            )
+        try:
+            settings = docker_kind.provisioner_settings(self.config, row.provisioner_config)
+            return dockercheck.target_for(row, settings)
+        except (EnvError, TraitError, PublicError) as exc:
+            self.fail(f"kernelspec {row.name}: {getattr(exc, 'message', exc)}", code=2)
+
     async def _check_all(
         self, jobs: list[Job]
     ) -> list[tuple[installer.SpecRow | None, list[HostReport]]]:
@@ -188,6 +214,9 @@ class CheckApp(FleetCommand):
                 continue
             if job.k8s is not None:
                 results.append((row, [await k8scheck.check_cluster(job.k8s)]))
+                continue
+            if job.docker is not None:
+                results.append((row, [await dockercheck.check_engine(job.docker)]))
                 continue
             settings = hostcheck.CheckSettings(
                 port_range=provisioner.ports(),
@@ -203,19 +232,30 @@ class CheckApp(FleetCommand):
         if row is not None and not self.spec:
             print(f"== {row.name} ==")
         provisioner = row.provisioner if row is not None else ""
-        cluster = {YARN: "YARN", K8S: "Kubernetes"}.get(provisioner)
-        names = {YARN: yarncheck.YARN_CHECK_NAMES, K8S: k8scheck.K8S_CHECK_NAMES}.get(
-            provisioner, hostcheck.CHECK_NAMES
+        cluster = {YARN: "YARN cluster", K8S: "Kubernetes cluster", DOCKER: "Docker engine"}.get(
+            provisioner
         )
-        headers = ["CLUSTER" if cluster else "HOST", "STATUS", *(n.upper() for n in names)]
-        print(table(headers, hostcheck.summary_rows(reports, names)))
-        lines = hostcheck.failure_lines(reports)
+        names = {
+            YARN: yarncheck.YARN_CHECK_NAMES,
+            K8S: k8scheck.K8S_CHECK_NAMES,
+            DOCKER: dockercheck.DOCKER_CHECK_NAMES,
+        }.get(provisioner, hostcheck.CHECK_NAMES)
+        first = "ENGINE" if provisioner == DOCKER else "CLUSTER" if cluster else "HOST"
+        headers = [first, "STATUS", *(n.upper() for n in names)]
+        if provisioner == DOCKER:  # its rows may hold warnings besides faults
+            rows, lines = (
+                dockercheck.summary_rows(reports, names),
+                dockercheck.report_lines(reports),
+            )
+        else:
+            rows, lines = hostcheck.summary_rows(reports, names), hostcheck.failure_lines(reports)
+        print(table(headers, rows))
         if lines:
             print()
             print("\n".join(lines))
         ready = sum(r.ready for r in reports)
         if cluster and row is not None:
-            print(f"\n{cluster} cluster {'ready' if ready else 'NOT READY'} for {row.name}")
+            print(f"\n{cluster} {'ready' if ready else 'NOT READY'} for {row.name}")
         else:
             print(f"\n{ready} of {len(reports)} hosts ready" + (f" for {row.name}" if row else ""))
         if row is not None and not self.spec:

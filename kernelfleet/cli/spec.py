@@ -28,6 +28,7 @@ from kernelfleet.specs import builders, installer, kinds
 from kernelfleet.specs import options as spec_options
 from kernelfleet.specs.kinds import SpecKind, flag_of
 from kernelfleet.specs.kinds import ssh as ssh_kind
+from kernelfleet.specs.kinds.docker import DockerKind
 from kernelfleet.specs.kinds.k8s import K8sKind
 from kernelfleet.specs.kinds.local import LocalKind
 from kernelfleet.specs.kinds.ssh import SSHKind
@@ -373,13 +374,15 @@ SSHInstallApp = install_command(SSHKind)
 LocalInstallApp = install_command(LocalKind)
 YarnInstallApp = install_command(YarnKind)
 K8sInstallApp = install_command(K8sKind)
+DockerInstallApp = install_command(DockerKind)
 
 
 class InstallApp(KernelfleetCommand):
     name = "kernelfleet spec install"
     description = (
         "Install a kernelspec: 'ssh' (kernels on SSH hosts), 'local', 'yarn' (Spark drivers "
-        "in YARN cluster mode) or 'k8s' (kernels as Kubernetes pods)."
+        "in YARN cluster mode), 'k8s' (kernels as Kubernetes pods) or 'docker' (kernels as "
+        "Docker containers or Swarm services)."
     )
 
     @default("subcommands")

@@ -298,7 +298,9 @@ def python_recipe(launchers: Mapping[str, bytes]) -> Recipe:
     pip = f"{KERNEL_VENV}/bin/pip"
     pins = " ".join(shlex.quote(r) for r in PYTHON_KERNEL_REQUIREMENTS)
     # Unchecked-hash .pyc files: an import reads the .pyc alone, not the source too (half the
-    # reads of a first import, which a pod on a slow disk with a cold page cache pays).
+    # reads of a first import, which a pod on a slow disk with a cold page cache pays); the
+    # launcher's module too (a kernel user cannot write __pycache__: it was compiled anew at
+    # every start).
     # Completion without jedi: IPython's own completer answers at once, where jedi's first
     # completion reads hundreds of stub files (seconds to minutes on a cold, slow disk); a
     # kernelspec re-enables it with IPYTHON config or `%config Completer.use_jedi = True`.
@@ -308,7 +310,7 @@ def python_recipe(launchers: Mapping[str, bytes]) -> Recipe:
         f"{WHEELS_DIR} {pins} && {pip} uninstall -q -y pip setuptools "
         f"&& rm -rf {WHEELS_DIR} /root/.cache "
         f"&& {KERNEL_VENV}/bin/python3 -m compileall -q -f --invalidation-mode unchecked-hash "
-        f"{KERNEL_VENV}/lib "
+        f"{KERNEL_VENV}/lib {LAUNCHER_DIR} "
         f"&& mkdir -p {KERNEL_VENV}/etc/ipython "
         f"&& echo 'c.Completer.use_jedi = False' > {ipython_config}"
     )

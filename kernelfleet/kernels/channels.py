@@ -158,6 +158,8 @@ class KernelChannels:
         self._iopub: zmq.asyncio.Socket | None = None
         self._reader: asyncio.Task[None] | None = None
         self._iopub_seen = asyncio.Event()
+        #: Done once the iopub subscriber's handshake succeeded (or gave up waiting).
+        self._iopub_joined: asyncio.Future[None] | None = None
         self._idle_waiters: dict[str, asyncio.Future[None]] = {}
         self._closed = False
 
@@ -206,7 +208,9 @@ class KernelChannels:
     def start(self) -> None:
         """Connect the iopub subscriber and start reading it."""
         self._iopub_seen.clear()
-        self._iopub = self.socket("iopub")
+        joined: list[asyncio.Future[None]] = []
+        self._iopub = self.socket("iopub", handshake=joined)
+        self._iopub_joined = joined[0]
         self._reader = asyncio.create_task(self._read_iopub(self._iopub), name="iopub-reader")
 
     async def reset(self, info: dict[str, Any]) -> None:
@@ -219,6 +223,8 @@ class KernelChannels:
             link.channels_reset()
 
     async def _stop_reader(self) -> None:
+        if self._iopub_joined is not None:
+            self._iopub_joined.cancel()
         await cancel_and_wait(self._reader)
         self._reader = None
         if self._iopub is not None:
@@ -343,6 +349,9 @@ class KernelChannels:
         loop = asyncio.get_running_loop()
         patience = 0.05  # doubled on each miss, up to 1 s: a loaded machine delivers late
         try:
+            if self._iopub_joined is not None:
+                # a request sent before the subscriber joined would have its idle lost
+                await asyncio.wait([self._iopub_joined])
             while True:
                 msg = self.session.msg("kernel_info_request", {})
                 msg_id = msg["header"]["msg_id"]

@@ -21,7 +21,7 @@ from kernelfleet.aio import cancel_and_wait
 from kernelfleet.config import option
 from kernelfleet.errors import PublicError
 from kernelfleet.kernels.lifecycle import KernelLifecycle
-from kernelfleet.kernels.notices import status_message
+from kernelfleet.kernels.notices import notice_message, status_message
 from kernelfleet.kernels.record import KernelRecord, Lifecycle
 from kernelfleet.provisioners.base import Backend, KernelfleetProvisioner
 
@@ -155,7 +155,11 @@ class KernelMonitor(LoggingConfigurable):
                 await self.registry.forget(record)
                 return
         failures = self._failures.get(record.id, 0)
-        self.log.warning("kernel %s died (exit %s)", record.id, code)
+        why = death_reason(record)
+        self.log.warning("kernel %s died (exit %s)%s", record.id, code, f": {why}" if why else "")
+        if why and record.channels is not None:
+            # the only place its user learns why: no kernel message says it
+            record.channels.broadcast(notice_message(f"The kernel died: {why}."))
         if self.restart_dead_kernels and failures < self.restart_limit:
             self._failures[record.id] = failures + 1
             async with record.lock:
@@ -172,7 +176,7 @@ class KernelMonitor(LoggingConfigurable):
             return
         record.lifecycle = Lifecycle.DEAD
         record.touch("dead")
-        record.reason = f"Kernel died (exit status {code})."
+        record.reason = f"Kernel died (exit status {code}){f': {why}' if why else ''}."
         if record.channels is not None:
             record.channels.broadcast(status_message("dead"))
         self.schedule_removal(record)
@@ -192,3 +196,14 @@ class KernelMonitor(LoggingConfigurable):
         task = asyncio.create_task(remove(), name=f"remove-{record.id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def death_reason(record: KernelRecord) -> str | None:
+    """What the kernel's provisioner says of its death, if anything."""
+    prov = record.manager.provisioner if record.manager is not None else None
+    if not isinstance(prov, KernelfleetProvisioner):
+        return None
+    try:
+        return prov.exit_reason()
+    except Exception:  # a provisioner's bug must not stop the death being handled
+        return None

@@ -217,6 +217,11 @@ class KernelfleetProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         """The machine the kernel runs on, when known (shown in logs and errors)."""
         return None
 
+    def exit_reason(self) -> str | None:
+        """Why the kernel ended, in words, when its backend knows more than an exit code
+        (an out-of-memory kill); None otherwise. Read once the kernel is found dead."""
+        return None
+
     async def get_kernel_log(self, max_bytes: int = 65536) -> str | None:
         """The end (up to *max_bytes*) of the kernel's stdout/stderr, or None when this
         provisioner keeps no log (the gateway's own log file is used, if any)."""

@@ -167,7 +167,7 @@ async def k8s_backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
     """The kernel image's own ipykernel (Debian's) in pods of the session's Kubernetes
     cluster, run as the image's non-root user."""
     from kernelfleet.provisioners.base import close_backends
-    from tests.contract_backends.backends import k8s_pids
+    from tests.contract_backends.backends import kill_container_kernel
     from tests.k8s.kernels import KERNELS_NAMESPACE
     from tests.k8s.session import PodNames
 
@@ -184,8 +184,7 @@ async def k8s_backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
     spec, message_spec = _python_specs(base / "jupyter", "k8s", metadata, "python3")
 
     async def kill(record: KernelRecord) -> None:
-        for pid in await asyncio.to_thread(k8s_pids, record.id):
-            os.kill(pid, signal.SIGKILL)
+        await kill_container_kernel(record.id)
 
     gateway_config = {k: dict(v) for k, v in GATEWAY_CONFIG.items()}
     gateway_config["ResponseListener"] = {"ip": cluster.node_ip, "port": 0}
@@ -193,6 +192,35 @@ async def k8s_backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
         try:
             async with temp_gateway(**gateway_config) as gw:
                 yield Backend("k8s", gw, spec, message_spec, kill, PodNames())
+        finally:
+            await close_backends()
+
+
+@contextlib.asynccontextmanager
+async def docker_backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
+    """The kernel image's ipykernel in containers of the session's Docker engine, run as
+    the image's non-root user."""
+    from kernelfleet.provisioners.base import close_backends
+    from tests.contract_backends.backends import kill_container_kernel
+    from tests.docker.kernels import GATEWAY_IP, settings
+    from tests.k8s.session import PodNames
+
+    engine = request.getfixturevalue("docker_engine")
+    image = request.getfixturevalue("docker_kernel_image")
+    base = request.getfixturevalue("tmp_path_factory").mktemp("conformance-docker")
+    config = settings(engine, image)
+    metadata = {"kernel_provisioner": {"provisioner_name": "kernelfleet-docker", "config": config}}
+    spec, message_spec = _python_specs(base / "jupyter", "docker", metadata, "python3")
+
+    async def kill(record: KernelRecord) -> None:
+        await kill_container_kernel(record.id)
+
+    gateway_config = {k: dict(v) for k, v in GATEWAY_CONFIG.items()}
+    gateway_config["ResponseListener"] = {"ip": GATEWAY_IP, "port": 0}
+    with _jupyter_dirs(base):
+        try:
+            async with temp_gateway(**gateway_config) as gw:
+                yield Backend("docker", gw, spec, message_spec, kill, PodNames())
         finally:
             await close_backends()
 
@@ -209,4 +237,5 @@ BACKENDS: dict[str, tuple[BackendFactory, tuple[pytest.MarkDecorator, ...]]] = {
     "ssh": (ssh_backend, (pytest.mark.ssh,)),
     "yarn": (yarn_backend, (pytest.mark.yarn, pytest.mark.timeout(300))),
     "k8s": (k8s_backend, (pytest.mark.k8s, pytest.mark.timeout(180))),
+    "docker": (docker_backend, (pytest.mark.docker, pytest.mark.timeout(120))),
 }

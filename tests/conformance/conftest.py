@@ -28,7 +28,7 @@ PROTOCOLS: dict[str, str | None] = {"legacy": None, "v1": V1_PROTOCOL}
 #: Backends whose kernels start slowly, or whose tier is near its time budget, run the suite
 #: over one websocket protocol: the protocols are the gateway's own code (the same for every
 #: backend), and both run on local and SSH.
-ONE_PROTOCOL = {"yarn": "v1", "k8s": "v1"}
+ONE_PROTOCOL = {"yarn": "v1", "k8s": "v1", "docker": "v1"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -11,6 +11,7 @@ infrastructure. A factory skips (``pytest.skip``) when that infrastructure is mi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -224,8 +225,9 @@ def yarn_backend(request: pytest.FixtureRequest) -> ContractBackend:
 # -- Kubernetes -------------------------------------------------------------------------------
 
 
-def k8s_pids(kernel_id: str) -> list[int]:
-    """Live processes of a kernel pod (seen from the node: the kernel carries KERNEL_ID)."""
+def container_pids(kernel_id: str) -> list[int]:
+    """Live processes of a kernel in a pod or container, seen from this machine (the node):
+    the kernel and its launcher carry KERNEL_ID."""
     needle = f"KERNEL_ID={kernel_id}".encode()
     found = []
     for proc in Path("/proc").iterdir():
@@ -239,6 +241,16 @@ def k8s_pids(kernel_id: str) -> list[int]:
         if needle in env.split(b"\0") and b") Z " not in stat:
             found.append(int(proc.name))
     return found
+
+
+async def kill_container_kernel(kernel_id: str) -> None:
+    """SIGKILL every process of the kernel's pod or container (the launcher first dying may
+    take the others with it: those are gone, not missed)."""
+    pids = await asyncio.to_thread(container_pids, kernel_id)
+    assert pids, f"no process of kernel {kernel_id} on this machine"
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def k8s_backend(request: pytest.FixtureRequest) -> ContractBackend:
@@ -262,13 +274,10 @@ def k8s_backend(request: pytest.FixtureRequest) -> ContractBackend:
         return {"kernel_provisioner": {"provisioner_name": "kernelfleet-k8s", "config": settings}}
 
     async def kill(record: KernelRecord) -> None:
-        pids = await asyncio.to_thread(k8s_pids, record.id)
-        assert pids, f"no process of kernel {record.id} on the node"
-        for pid in pids:
-            os.kill(pid, signal.SIGKILL)
+        await kill_container_kernel(record.id)
 
     def alive(kernel_id: str, checkpoint: Checkpoint) -> bool:
-        return bool(k8s_pids(kernel_id) or kernel_pods(cluster, kernel_id))
+        return bool(container_pids(kernel_id) or kernel_pods(cluster, kernel_id))
 
     config = {k: dict(v) for k, v in GATEWAY_CONFIG.items()}
     config["ResponseListener"] = {"ip": cluster.node_ip, "port": 0}
@@ -289,10 +298,52 @@ def k8s_backend(request: pytest.FixtureRequest) -> ContractBackend:
     )
 
 
+# -- Docker ----------------------------------------------------------------------------------
+
+
+def docker_backend(request: pytest.FixtureRequest) -> ContractBackend:
+    """The kernel image's ipykernel in containers of the session's Docker engine, run as
+    the image's non-root user."""
+    from tests.docker.kernels import GATEWAY_IP, kernel_containers, settings
+
+    engine = request.getfixturevalue("docker_engine")
+    image: str = request.getfixturevalue("docker_kernel_image")
+
+    def metadata(tmp: Path, config: dict[str, Any]) -> dict[str, Any]:
+        values = {**settings(engine, image, stop_grace=2), **config}
+        return {"kernel_provisioner": {"provisioner_name": "kernelfleet-docker", "config": values}}
+
+    async def kill(record: KernelRecord) -> None:
+        await kill_container_kernel(record.id)
+
+    def alive(kernel_id: str, checkpoint: Checkpoint) -> bool:
+        running = [c for c in kernel_containers(engine, kernel_id) if c.get("State") == "running"]
+        return bool(container_pids(kernel_id) or running)
+
+    config = {k: dict(v) for k, v in GATEWAY_CONFIG.items()}
+    config["ResponseListener"] = {"ip": GATEWAY_IP, "port": 0}
+    return ContractBackend(
+        name="docker",
+        remote=True,
+        metadata=metadata,
+        kill=kill,
+        resource_alive=alive,
+        notify_address=GATEWAY_IP,
+        hosts=frozenset({str(engine.api("GET", "/info")["Name"])}),
+        gateway_config=config,
+        process_env={"KF_RESPONSE_IP": GATEWAY_IP, "KF_RESPONSE_PORT": "0"},
+        host_in_first_checkpoint=False,
+        restart_keeps_place=True,
+        startup_seconds=3.0,
+        python="python3",
+    )
+
+
 #: Every backend, by name, with the markers that gate its infrastructure.
 BACKENDS: dict[str, tuple[BackendFactory, tuple[pytest.MarkDecorator, ...]]] = {
     "local": (local_backend, ()),
     "ssh": (ssh_backend, (pytest.mark.ssh,)),
     "yarn": (yarn_backend, (pytest.mark.yarn, pytest.mark.timeout(300))),
     "k8s": (k8s_backend, (pytest.mark.k8s, pytest.mark.timeout(180))),
+    "docker": (docker_backend, (pytest.mark.docker, pytest.mark.timeout(120))),
 }

@@ -82,14 +82,14 @@ def cfg(**kw: Any) -> dict[str, Any]:
 # -- the built-in kinds -------------------------------------------------------------------------
 
 
-def test_registry_lists_ssh_local_yarn_then_k8s() -> None:
-    assert list(KINDS) == ["ssh", "local", "yarn", "k8s"]
+def test_registry_lists_ssh_local_yarn_k8s_then_docker() -> None:
+    assert list(KINDS) == ["ssh", "local", "yarn", "k8s", "docker"]
     assert kinds.kind_class("local") is LocalKind
     assert kinds.by_provisioner("kernelfleet-ssh") is SSHKind
     assert kinds.by_provisioner("kernelfleet-local") is LocalKind
     assert kinds.by_provisioner("local-provisioner") is None
     with pytest.raises(
-        SpecError, match=r"unknown spec kind 'SSH' \(use one of: ssh, local, yarn, k8s\)"
+        SpecError, match=r"unknown spec kind 'SSH' \(use one of: ssh, local, yarn, k8s, docker\)"
     ):
         kinds.kind_class("SSH")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from kernelfleet.specs.kinds import k8s, local, ssh, yarn
+from kernelfleet.specs.kinds import docker, k8s, local, ssh, yarn
 from kernelfleet.specs.kinds.base import KindDefault, SpecKind, flag_of
 from kernelfleet.specs.options import SpecError, SpecOptions
 
@@ -20,6 +20,7 @@ KINDS: dict[str, type[SpecKind]] = {
         local.LocalKind,
         yarn.YarnKind,
         k8s.K8sKind,
+        docker.DockerKind,
     )
 }
 
