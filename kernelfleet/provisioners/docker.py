@@ -156,12 +156,14 @@ class DockerProvisioner(RemoteProvisioner, DockerOptions):  # type: ignore[misc,
             try:
                 async with asyncio.timeout_at(deadline):
                     await backend.ensure_watching(wait=max(1.0, self.time_left()))
-                    watch = self.watch = backend.watch(kid, name)
+                    watch = self.watch = backend.watch(kid, name, service=swarm)
                     if swarm:
                         # by ID: for a tag, each task's dockerd would first try a registry
                         image_id = await self._check_image(params.image)
                         by_id = dataclasses.replace(params, image=image_id)
-                        body = service_body(by_id, command, full_env, self.placement)
+                        body = service_body(
+                            by_id, command, full_env, self.placement, self.stop_grace
+                        )
                         await self._create(backend, "/services/create", body, None)
                         container_id = ""
                     else:  # creating never pulls: a missing image is a 404 at once
@@ -172,7 +174,7 @@ class DockerProvisioner(RemoteProvisioner, DockerOptions):  # type: ignore[misc,
             except TimeoutError:
                 raise self._timeout() from None
             except DockerError as exc:
-                if exc.status == 404 and "image" in exc.message.lower():
+                if exc.status == 404 and exc.message.lower().startswith("no such image"):
                     raise self._missing_image(params.image) from None
                 raise self._engine_error(exc, "start") from None
             self.phase = "started; waiting for the kernel to answer"
@@ -378,7 +380,9 @@ class DockerProvisioner(RemoteProvisioner, DockerOptions):  # type: ignore[misc,
         backend = self.docker
         try:
             if self.is_service:
-                await backend.remove(name, swarm=True)
+                await backend.remove(name, swarm=True)  # a missing one counts as removed
+                if self.watch is not None:
+                    self.watch.mark_exited(None)  # its task may be on a node we cannot see
             elif signum == signal.SIGKILL:
                 await backend.api.post(f"/containers/{path_id(name)}/kill", signal="SIGKILL")
             else:
@@ -435,18 +439,21 @@ class DockerProvisioner(RemoteProvisioner, DockerOptions):  # type: ignore[misc,
         if not name or not isinstance(self.checkpoint.get("connection_info"), dict):
             return
         backend = self.docker
-        watch = self.watch = backend.watch(str(self.kernel_id), name)
+        watch = self.watch = backend.watch(str(self.kernel_id), name, service=self.is_service)
         watch.started = True
         self._has_process = True
         try:
             await backend.ensure_watching()
         except (DockerError, TimeoutError) as exc:
             log.warning("kernel %s: events not watched after reattach: %s", self.kernel_id, exc)
-        target = str(self.checkpoint.get("container_id") or name)
         try:
-            info = await backend.inspect(target)
+            if self.is_service:  # its task may run on another node: ask Swarm
+                tasks = await backend.api.get("/tasks", filters=json.dumps({"service": [name]}))
+                backend.tasks_seen({name: watch}, tasks if isinstance(tasks, list) else [])
+                return
+            info = await backend.inspect(str(self.checkpoint.get("container_id") or name))
         except DockerError as exc:
-            log.warning("kernel %s: its container's state is unknown: %s", self.kernel_id, exc)
+            log.warning("kernel %s: its state is unknown: %s", self.kernel_id, exc.message)
             return
         if info is None:
             watch.mark_exited(None)

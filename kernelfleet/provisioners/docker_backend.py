@@ -14,7 +14,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
+import time
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from kernelfleet.provisioners.base import Backend, KernelfleetProvisioner
@@ -26,6 +29,8 @@ log = logging.getLogger(__name__)
 #: Exit code of a kernel whose container was removed before it reported an exit.
 REMOVED_EXIT = -15
 RETRY_SECONDS = (0.5, 1, 2, 5, 10)
+#: Seconds of events replayed before the last one seen (or the engine's "now") on each open.
+REPLAY_MARGIN = 1.0
 SERVICE_LABEL = "com.docker.swarm.service.name"
 KERNEL_FILTER = [f"{k}={v}" for k, v in KERNEL_LABELS.items()]
 #: Task states after which a service's kernel no longer runs.
@@ -42,8 +47,8 @@ def _int(value: Any, default: int) -> int:
 class ContainerWatch:
     """Liveness of one kernel's container (or service task), fed by the backend."""
 
-    def __init__(self, kernel_id: str, name: str):
-        self.kernel_id, self.name = kernel_id, name
+    def __init__(self, kernel_id: str, name: str, service: bool = False):
+        self.kernel_id, self.name, self.service = kernel_id, name, service
         self.exit_code: int | None = None
         self.exited = asyncio.Event()
         self.changed = asyncio.Event()
@@ -94,11 +99,13 @@ class DockerBackend(Backend):
         self._error: DockerError | None = None
         self._later: set[asyncio.Task[Any]] = set()
         self._node_name: str | None = None
+        #: Engine time of the last event seen: a reopened stream replays from there.
+        self._last_event: float | None = None
 
     # -- kernels ----------------------------------------------------------------------------
-    def watch(self, kernel_id: str, name: str) -> ContainerWatch:
+    def watch(self, kernel_id: str, name: str, service: bool = False) -> ContainerWatch:
         self.unwatch(kernel_id)
-        w = self.watches[kernel_id] = ContainerWatch(kernel_id, name)
+        w = self.watches[kernel_id] = ContainerWatch(kernel_id, name, service)
         self._by_name[name] = w
         return w
 
@@ -134,26 +141,8 @@ class DockerBackend(Backend):
         failures = 0
         while True:
             try:
-                accepted = asyncio.Event()
-                stream = self.api.events(accepted.set, type=["container"], label=KERNEL_FILTER)
-                first = asyncio.ensure_future(anext_or_none(stream))
-                try:
-                    opened = asyncio.ensure_future(accepted.wait())
-                    await asyncio.wait([first, opened], return_when=asyncio.FIRST_COMPLETED)
-                    opened.cancel()
-                    if not accepted.is_set():
-                        await first  # it failed before the engine answered: its error
-                        raise DockerError(0, f"the events stream of {self.endpoint.url} closed")
-                    self._error = None
-                    await self._reconcile()  # what happened before the stream opened
-                    self._open.set()
-                    failures = 0
-                    event = await first
-                finally:
-                    first.cancel()
-                while event is not None:
-                    self._event(event)
-                    event = await anext_or_none(stream)
+                await self._stream_once()
+                failures = 0
                 log.info("the events stream of %s ended; opening it again", self.endpoint.url)
             except asyncio.CancelledError:
                 raise
@@ -167,6 +156,48 @@ class DockerBackend(Backend):
             await asyncio.sleep(RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)])
             failures += 1
 
+    async def _stream_once(self) -> None:
+        """Open the stream, catch up, serve it until it ends."""
+        # the engine subscribes after it answered: replay from before the last look
+        since = self._last_event if self._last_event is not None else await self._engine_time()
+        accepted = asyncio.Event()
+        stream = self.api.events(
+            accepted.set, since=since - REPLAY_MARGIN, type=["container"], label=KERNEL_FILTER
+        )
+        async with contextlib.aclosing(stream):
+            first = asyncio.ensure_future(anext_or_none(stream))
+            opened = asyncio.ensure_future(accepted.wait())
+            try:
+                await asyncio.wait([first, opened], return_when=asyncio.FIRST_COMPLETED)
+                if not accepted.is_set():
+                    await first  # it failed before the engine answered: its error
+                    raise DockerError(0, f"the events stream of {self.endpoint.url} closed")
+                self._error = None
+                await self._reconcile()  # what the replay cannot say (a listing's states)
+                self._open.set()
+                event = await first
+            finally:
+                first.cancel()
+                opened.cancel()
+            while event is not None:
+                self._event(event)
+                event = await anext_or_none(stream)
+
+    async def _engine_time(self) -> float:
+        """Now on the engine's clock (``GET /info``: SystemTime), else on ours."""
+        info = await self.api.get("/info")
+        if isinstance(info, dict):
+            self._node_name = str(info.get("Name") or "")
+            text = str(info.get("SystemTime") or "")
+            # RFC 3339 with up to nanoseconds: Python 3.11 reads microseconds at most
+            m = re.match(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)$", text)
+            if m:
+                frac = (m.group(2) or ".0")[:7]
+                zone = "+00:00" if m.group(3) == "Z" else m.group(3)
+                with contextlib.suppress(ValueError):
+                    return datetime.fromisoformat(m.group(1) + frac + zone).timestamp()
+        return time.time()
+
     def _event(self, event: dict[str, Any]) -> None:
         actor = event.get("Actor") or {}
         attrs = actor.get("Attributes") or {}
@@ -176,6 +207,9 @@ class DockerBackend(Backend):
         w = self._by_name.get(name)
         if w is None:
             return
+        stamp = event.get("timeNano")
+        if isinstance(stamp, int) and not isinstance(stamp, bool):
+            self._last_event = max(self._last_event or 0.0, stamp / 1e9)
         action = str(event.get("Action") or event.get("status") or "")
         if action == "start":
             w.started = True
@@ -208,8 +242,11 @@ class DockerBackend(Backend):
             if state in ("exited", "dead"):
                 info = await self.inspect(str(item.get("Id", "")))
                 w.state((info or {}).get("State") or {"Status": state})
+            else:
+                w.state({"Status": state})
         for name, w in list(self._by_name.items()):
-            if name not in present and w.started:
+            # a service's task may run on another node: check() follows services
+            if name not in present and w.started and not w.service:
                 w.mark_exited(None)
 
     async def inspect(self, container: str) -> dict[str, Any] | None:
@@ -281,24 +318,34 @@ class DockerBackend(Backend):
         services = {
             w.name: w
             for prov in provisioners
-            if getattr(prov, "is_service", False)
-            and (w := self.watches.get(str(prov.kernel_id))) is not None
-            and w.alive
+            if (w := self.watches.get(str(prov.kernel_id))) is not None and w.service and w.alive
         }
         if services:
             try:
-                tasks = await self.api.get("/tasks", filters=filters(label=KERNEL_FILTER))
+                tasks = await self.api.get("/tasks", filters=filters(service=sorted(services)))
             except DockerError as exc:
                 log.warning("tasks of %s: %s", self.endpoint.url, exc.message)
-                tasks = []
-            for task in tasks if isinstance(tasks, list) else []:
-                labels = ((task.get("Spec") or {}).get("ContainerSpec") or {}).get("Labels") or {}
-                status = task.get("Status") or {}
-                w = services.get(str(labels.get(LABEL_NAME, "")))
-                if w is not None and str(status.get("State", "")) in TASK_ENDED:
-                    code = (status.get("ContainerStatus") or {}).get("ExitCode")
-                    w.mark_exited(_int(code, 1))
+                tasks = None
+            if isinstance(tasks, list):
+                self.tasks_seen(services, tasks)
         return {str(p.kernel_id): await p.poll() for p in provisioners}
+
+    @staticmethod
+    def tasks_seen(services: dict[str, ContainerWatch], tasks: list[Any]) -> None:
+        """A service whose task ended, or that has no task left (removed), has exited."""
+        with_task: set[str] = set()
+        for task in tasks:
+            labels = ((task.get("Spec") or {}).get("ContainerSpec") or {}).get("Labels") or {}
+            w = services.get(str(labels.get(LABEL_NAME, "")))
+            if w is None:
+                continue
+            with_task.add(w.name)
+            status = task.get("Status") or {}
+            if str(status.get("State", "")) in TASK_ENDED:
+                w.mark_exited(_int((status.get("ContainerStatus") or {}).get("ExitCode"), 1))
+        for name, w in services.items():
+            if name not in with_task:
+                w.mark_exited(None)
 
     async def warm_up(self) -> None:
         with contextlib.suppress(DockerError, TimeoutError):

@@ -190,10 +190,20 @@ class DockerOptions(Configurable):
             parse_host(self.endpoint().url)
         except ValueError as exc:
             problems.append(f"docker_host {exc}")
-        try:
-            quantity(self.max_memory)
-        except ValueError:
-            problems.append(f"max_memory {self.max_memory[:40]!r} is not an amount (e.g. 16Gi)")
+        for option_name, text in (
+            ("max_memory", self.max_memory),
+            ("memory", self.memory),
+            ("cpus", self.cpus),
+        ):
+            try:
+                if text or option_name == "max_memory":
+                    quantity(text)
+            except ValueError:
+                problems.append(f"{option_name} {text[:40]!r} is not an amount (e.g. 2Gi, 0.5)")
+        if self.pids and not 16 <= self.pids <= self.max_pids:
+            problems.append(f"pids {self.pids} is outside 16..max_pids ({self.max_pids})")
+        if self.kernel_uid <= 0 or self.kernel_gid <= 0:
+            problems.append("kernel_uid and kernel_gid must not be 0 (root) or negative")
         for why in problems:
             if why:
                 raise LaunchFailed(f"Kernel '{kernel}' not started: {why}. Fix the kernelspec.")

@@ -8,7 +8,8 @@ Everything else — the user, the network, the volumes, the labels — is the ad
 kernel's environment goes in as data (``Env`` entries), never through a shell.
 
 Every container runs with no new privileges, every capability dropped, and swap capped at its
-memory limit (a kernel past its limit is killed, not slowed to a crawl).
+memory limit (a kernel past its limit is killed, not slowed to a crawl). A Swarm service drops
+every capability too; API 1.41 has no way to ask a service for no-new-privileges or a swap cap.
 """
 
 from __future__ import annotations
@@ -281,6 +282,7 @@ def service_body(
     command: Sequence[str],
     env: Mapping[str, str],
     constraints: Sequence[str],
+    stop_grace: int = 5,
 ) -> dict[str, Any]:
     """The body of ``POST /services/create``: one replica, never restarted by Swarm (a kernel
     that dies is the gateway's to restart or report), placed by *constraints*."""
@@ -293,6 +295,7 @@ def service_body(
         "Hostname": params.name[:63],
         "Mounts": _mounts(params),
         "CapabilityDrop": ["ALL"],
+        "StopGracePeriod": int(stop_grace * 1e9),  # nanoseconds
     }
     if params.working_dir:
         spec["Dir"] = params.working_dir

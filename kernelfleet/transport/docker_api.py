@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import ssl
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -119,13 +119,22 @@ class DockerApi:
         tls = bool(endpoint.tls_ca or endpoint.tls_cert) or endpoint.url.startswith("https")
         self._base = "http://docker" if self._unix else f"{'https' if tls else 'http'}://{where}"
         self._ssl: ssl.SSLContext | None = None
+        self._tls_error = ""
         if tls:
-            self._ssl = ssl.create_default_context(cafile=endpoint.tls_ca or None)
-            if endpoint.tls_cert:
-                self._ssl.load_cert_chain(endpoint.tls_cert, endpoint.tls_key or None)
+            try:
+                self._ssl = ssl.create_default_context(cafile=endpoint.tls_ca or None)
+                if endpoint.tls_cert:
+                    self._ssl.load_cert_chain(endpoint.tls_cert, endpoint.tls_key or None)
+            except (OSError, ssl.SSLError) as exc:  # raised at the first request, as JSON
+                self._tls_error = (
+                    f"the TLS files of the Docker engine {endpoint.url} cannot be used "
+                    f"({exc}): fix tls_ca, tls_cert and tls_key (KF_DOCKER_TLS_*)"
+                )
         self._session: aiohttp.ClientSession | None = None
 
     def _client(self) -> aiohttp.ClientSession:
+        if self._tls_error:
+            raise DockerError(0, self._tls_error)
         if self._session is None or self._session.closed:
             connector: aiohttp.BaseConnector
             if self._unix:
@@ -177,11 +186,19 @@ class DockerApi:
                 if resp.status >= 400:
                     raise DockerError(resp.status, _message(data))
                 return data
+        except aiohttp.ClientConnectorCertificateError as exc:
+            raise DockerError(0, self.untrusted(exc)) from None
         except aiohttp.ClientConnectorError as exc:
             raise DockerError(0, self.unreachable(exc)) from None
         except (aiohttp.ClientError, TimeoutError) as exc:
             where = self.endpoint.url
             raise DockerError(0, f"the Docker engine at {where} failed: {exc!r}") from None
+
+    def untrusted(self, exc: BaseException) -> str:
+        return (
+            f"the Docker engine at {self.endpoint.url} has a certificate we do not trust "
+            f"({str(exc)[:160]}): fix tls_ca (KF_DOCKER_TLS_CA)"
+        )
 
     def unreachable(self, exc: BaseException) -> str:
         return (
@@ -204,13 +221,19 @@ class DockerApi:
         return demux_log(await self._raw("GET", path, params=params, seconds=seconds))
 
     async def events(
-        self, on_open: Callable[[], None] | None = None, **filter_values: list[str]
-    ) -> AsyncIterator[dict[str, Any]]:
-        """The engine's events from now on, as they come (ends when the engine closes the
-        stream; raises DockerError when it cannot be opened). *on_open* is called once the
-        engine accepted the stream: every event after that moment is delivered."""
+        self,
+        on_open: Callable[[], None] | None = None,
+        since: float | None = None,
+        **filter_values: list[str],
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        """The engine's events, as they come (ends when the engine closes the stream; raises
+        DockerError when it cannot be opened). *on_open* is called once the engine answered;
+        the engine subscribes a moment later, so *since* (a Unix time on the engine's clock)
+        replays what happened from then on: pass a time before the caller last looked."""
         limit = aiohttp.ClientTimeout(total=None, sock_connect=self.timeout)
         params = {"filters": filters(**filter_values)}
+        if since is not None:
+            params["since"] = f"{since:.9f}"
         try:
             async with self._client().get(
                 self._url("/events"), params=params, timeout=limit
@@ -224,6 +247,8 @@ class DockerApi:
                     found, buffer = split_events(buffer + chunk)
                     for event in found:
                         yield event
+        except aiohttp.ClientConnectorCertificateError as exc:
+            raise DockerError(0, self.untrusted(exc)) from None
         except aiohttp.ClientConnectorError as exc:
             raise DockerError(0, self.unreachable(exc)) from None
         except aiohttp.ClientError as exc:

@@ -118,7 +118,12 @@ def test_the_engine_answers_on_its_own_socket_with_its_own_bridge(
     bridge = docker_engine.api("GET", "/networks/bridge")
     assert bridge["Options"]["com.docker.network.bridge.name"] == BRIDGE, bridge["Options"]
     assert [c["Subnet"] for c in bridge["IPAM"]["Config"]] == [str(SUBNET)], bridge["IPAM"]
-    assert read_sysctls() == json.loads((docker_engine.dir / "sysctls.json").read_text())
+    # ip_forward aside: the Kubernetes testbed's CNI bridge turns it on for its pods meanwhile
+    recorded = json.loads((docker_engine.dir / "sysctls.json").read_text())
+    now = read_sysctls()
+    for snapshot in (recorded, now):
+        snapshot.pop("net.ipv4.ip_forward", None)
+    assert now == recorded
 
 
 def test_a_container_on_the_bridge_reaches_the_gateway_side(
