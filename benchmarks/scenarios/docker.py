@@ -10,7 +10,7 @@ Debian's docker.io needed), loads the Python kernel image, and stops the engine 
 - **kernelfleet**: POST /api/kernels of a ``kernelfleet-docker`` kernelspec → the first
   ``kernel_info_reply`` on its websocket, through a gateway process.
 
-Target: ≤ 1.15x the bare limit (issue 13). Alternated bare / gateway, n = 10 (quick: 3).
+Target: ≤ 1.15x the bare limit (issue 13). Alternated bare / gateway, n = 20 (quick: 3).
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ async def docker_cold_start(ctx: Context) -> ScenarioResult:
     from kernelfleet.transport.docker_api import DockerApi, Endpoint
     from tests.docker.kernels import GATEWAY_IP, write_docker_spec
 
-    n = ctx.n(10, 3)
+    n = ctx.n(20, 3)
     engine, image = await asyncio.to_thread(_engine)
     write_docker_spec(ctx.env.jupyter_path, "docker_python", engine, image)
     api = DockerApi(Endpoint(engine.host))

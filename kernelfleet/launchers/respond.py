@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hmac
 import json
 import os
 import socket
@@ -194,6 +193,8 @@ def aead_decrypt(key: bytes, nonce: bytes, sealed: bytes, aad: bytes) -> bytes:
     The tag is compared in constant time before anything is decrypted."""
     if len(sealed) < TAG_SIZE:
         raise AuthenticationError("sealed data shorter than a tag")
+    import hmac  # the gateway's side only: launchers never import it
+
     ciphertext, tag = sealed[:-TAG_SIZE], sealed[-TAG_SIZE:]
     if not hmac.compare_digest(_aead_tag(key, nonce, ciphertext, aad), tag):
         raise AuthenticationError("authentication tag mismatch")
