@@ -224,7 +224,7 @@ def _unreachable_fix(target: DockerTarget, facts: EngineFacts, reason: str) -> s
             f"start dockerd (systemctl start docker): {sock.path} is there but no engine "
             f"answers on it; or point the spec at the engine that runs: {where}"
         )
-    if "unusable" in reason:
+    if "unusable" in reason or "TLS files" in reason:
         return f"fix the engine's address or the TLS files: {where}, KF_DOCKER_TLS_*"
     if "certificate" in reason.lower() or "SSL" in reason:
         return (

@@ -126,9 +126,12 @@ class DockerApi:
                 if endpoint.tls_cert:
                     self._ssl.load_cert_chain(endpoint.tls_cert, endpoint.tls_key or None)
             except (OSError, ssl.SSLError) as exc:  # raised at the first request, as JSON
+                files = ", ".join(
+                    f for f in (endpoint.tls_ca, endpoint.tls_cert, endpoint.tls_key) if f
+                )
                 self._tls_error = (
-                    f"the TLS files of the Docker engine {endpoint.url} cannot be used "
-                    f"({exc}): fix tls_ca, tls_cert and tls_key (KF_DOCKER_TLS_*)"
+                    f"the TLS files of the Docker engine {endpoint.url} ({files}) cannot be "
+                    f"used ({exc}): fix tls_ca, tls_cert and tls_key (KF_DOCKER_TLS_*)"
                 )
         self._session: aiohttp.ClientSession | None = None
 

@@ -4,6 +4,7 @@ any body), one request per connection, and checks the gateway's answer."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,7 +61,9 @@ async def send(
             data = await reader.read()
     finally:
         writer.close()
-        await writer.wait_closed()
+        # a server that answered and closed may reset the socket as we close ours
+        with contextlib.suppress(ConnectionResetError):
+            await writer.wait_closed()
     shown = f"{method} {raw_target[:200]!r} body={(body or b'')[:200]!r}"
     assert data, f"no answer at all to {shown}"
     head, _, payload = data.partition(b"\r\n\r\n")

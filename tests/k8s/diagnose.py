@@ -1,11 +1,13 @@
 """What the cluster looked like when a Kubernetes test failed: kernel pods (phase, container
-states, IP, node), the latest events, each kernel pod's log tail and the daemons' log tails.
+states, IP, node), the latest events, each kernel pod's log tail, this machine's TCP
+connections to pods and the daemons' log tails.
 Added to the failing test's report (tests/conftest.py), so that a CI failure can be read
 without the machine."""
 
 from __future__ import annotations
 
 import contextlib
+import subprocess
 from typing import Any
 
 from tests.k8s.cluster import K8sCluster
@@ -59,5 +61,10 @@ def report(cluster: K8sCluster, log_chars: int = 1500) -> str:
         with contextlib.suppress(Exception):
             text = cluster.api("GET", path + "?tailLines=30", timeout=5)
             lines.append(f"--- log of {meta.get('name')}:\n{str(text)[-log_chars:]}")
+    with contextlib.suppress(Exception):  # the gateway's TCP connections to pods (ZMQ, ws)
+        ss = subprocess.run(
+            ["ss", "-tn", "dst", "10.98.0.0/24"], capture_output=True, text=True, timeout=10
+        )
+        lines.append(f"--- TCP connections to pods (ss -tn):\n{ss.stdout[-6000:]}")
     lines.append(cluster.log_tails(log_chars))
     return "\n".join(lines)
