@@ -90,11 +90,23 @@ def pod_view(pod: Mapping[str, Any]) -> PodView:
     )
 
 
+#: Parts of a waiting message that mean the kubelet will try again by itself: a slow kubelet's
+#: secret or config-map cache not synced yet (the secret exists; it is only late).
+TRANSIENT_MESSAGES = ("failed to sync secret cache", "failed to sync configmap cache")
+
+
+def transient(view: PodView) -> bool:
+    """Whether the pod's waiting reason passes by itself (the kubelet retries it)."""
+    return view.waiting == "CreateContainerConfigError" and any(
+        m in view.waiting_message for m in TRANSIENT_MESSAGES
+    )
+
+
 def launch_failure(view: PodView) -> str | None:
     """The cluster's reason why this pod's start cannot succeed, else None."""
     if view.unschedulable:
         return f"the pod cannot be scheduled: {view.unschedulable}"
-    if view.waiting in FATAL_WAITING:
+    if view.waiting in FATAL_WAITING and not transient(view):
         return f"{view.waiting}: {view.waiting_message or 'no message'}"
     if view.ended:
         why = view.terminated_message or view.terminated_reason or view.phase

@@ -56,9 +56,15 @@ async def send(
     reader, writer = await asyncio.open_connection("127.0.0.1", gw.bound_port)
     try:
         writer.write(b"\r\n".join(lines) + b"\r\n\r\n" + (body or b""))
-        await writer.drain()
+        with contextlib.suppress(ConnectionResetError, BrokenPipeError):
+            await writer.drain()  # an early answer may have closed the connection meanwhile
+        data = b""
         async with asyncio.timeout(wait):
-            data = await reader.read()
+            # a server that answers early (413) and closes with our body unread resets the
+            # connection: keep what arrived before the reset
+            with contextlib.suppress(ConnectionResetError):
+                while chunk := await reader.read(65536):
+                    data += chunk
     finally:
         writer.close()
         # a server that answered and closed may reset the socket as we close ours

@@ -444,3 +444,16 @@ def test_the_namespace_quota_and_secret_carry_our_labels() -> None:
     assert (secret["type"], secret["metadata"]["namespace"]) == ("Opaque", "kernels")
     assert base64.b64decode(secret["data"]["key"]).decode() == "k\u00e9y"
     assert secret["metadata"]["labels"] == kp.labels(p)
+
+
+def test_a_late_secret_cache_is_waited_for_but_a_missing_secret_fails() -> None:
+    late = PodView(
+        waiting="CreateContainerConfigError",
+        waiting_message="failed to sync secret cache: timed out waiting for the condition",
+        node="n",
+    )
+    assert ks.launch_failure(late) is None
+    missing = PodView(
+        waiting="CreateContainerConfigError", waiting_message='secret "x" not found', node="n"
+    )
+    assert ks.launch_failure(missing) is not None
