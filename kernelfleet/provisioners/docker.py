@@ -26,7 +26,6 @@ reason of a death.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import dataclasses
 import json
@@ -113,12 +112,6 @@ class DockerProvisioner(RemoteProvisioner, DockerOptions):  # type: ignore[misc,
         return self.watch.reason() if isinstance(self.watch, ContainerWatch) else None
 
     # -- launch --------------------------------------------------------------------------------
-    def _command(self, cmd: list[str]) -> list[str]:
-        argv = base64.b64encode(json.dumps(cmd).encode()).decode("ascii")
-        out = [self.launcher_python, self.launcher, "--kernel-name", self.kernelspec_name]
-        out += ["--ready-timeout", f"{max(5.0, self.time_left()):.0f}"]
-        return [*out, "--argv-b64", argv]
-
     async def do_launch(
         self, cmd: list[str], env: dict[str, str], cwd: str | None
     ) -> AsyncGenerator[dict[str, Any], None]:
@@ -152,7 +145,7 @@ class DockerProvisioner(RemoteProvisioner, DockerOptions):  # type: ignore[misc,
             yield {"restart": restart}
             plain = {k: v for k, v in env.items() if k != "PATH"}  # the image decides PATH
             full_env = {**plain, **registration.env}
-            command = self._command(cmd)
+            command = self.launcher_command(cmd, self.launcher_python, self.launcher)
             try:
                 async with asyncio.timeout_at(deadline):
                     await backend.ensure_watching(wait=max(1.0, self.time_left()))
@@ -281,7 +274,7 @@ class DockerProvisioner(RemoteProvisioner, DockerOptions):  # type: ignore[misc,
             except LaunchFailed as exc:  # the launcher's own report: add the log's end
                 raise LaunchFailed(
                     f"Kernel '{self.kernelspec_name}' failed to start in {self._kind()} "
-                    f"{watch.name}: {exc.message}{await self._log_tail()}"
+                    f"{watch.name}: {exc.message}{await self.log_tail()}"
                 ) from None
         finally:
             answer.cancel()
@@ -291,7 +284,7 @@ class DockerProvisioner(RemoteProvisioner, DockerOptions):  # type: ignore[misc,
         status = f"exit status {watch.exit_code}" + (f": {why}" if why else "")
         return LaunchFailed(
             f"Kernel '{self.kernelspec_name}' failed to start: its {self._kind()} "
-            f"{watch.name} ended ({status}){await self._log_tail()}"
+            f"{watch.name} ended ({status}){await self.log_tail()}"
         )
 
     async def _check_task(self) -> None:
@@ -312,7 +305,7 @@ class DockerProvisioner(RemoteProvisioner, DockerOptions):  # type: ignore[misc,
                 raise LaunchFailed(
                     f"Kernel '{self.kernelspec_name}' failed to start: Swarm's task for "
                     f"service {self.container} is {state}: {err[:300] or status.get('Message')}"
-                    f"{await self._log_tail()}"
+                    f"{await self.log_tail()}"
                 )
             if state == "pending" and "no suitable node" in err:
                 raise ResourcesUnavailable(
@@ -336,13 +329,6 @@ class DockerProvisioner(RemoteProvisioner, DockerOptions):  # type: ignore[misc,
                 node = await backend.api.get(f"/nodes/{path_id(str(task.get('NodeID')))}")
                 out["host"] = str(((node or {}).get("Description") or {}).get("Hostname", ""))
         return out
-
-    async def _log_tail(self) -> str:
-        text = ""
-        with contextlib.suppress(Exception):
-            text = await self.do_log(8192) or ""
-        lines = [ln for ln in text.splitlines() if ln.strip()][-8:]
-        return f" — log: {' | '.join(lines)[-900:]}" if lines else ""
 
     def _timeout(self) -> LaunchTimeout:
         where = f"{self._kind()} {self.container}" if self.container else "(not yet created)"

@@ -18,8 +18,7 @@ from traitlets import Bool, Dict, Float, Int, List, Unicode
 from traitlets.config import Configurable
 
 from kernelfleet.config import option
-from kernelfleet.errors import BadRequest, Forbidden, LaunchFailed
-from kernelfleet.provisioners.base import USERNAME
+from kernelfleet.errors import LaunchFailed
 from kernelfleet.provisioners.docker_spec import (
     Limits,
     Mount,
@@ -27,7 +26,7 @@ from kernelfleet.provisioners.docker_spec import (
     check_network,
     parse_mounts,
 )
-from kernelfleet.provisioners.k8s_options import DEFAULT_LAUNCHER, parse_ids
+from kernelfleet.provisioners.k8s_options import DEFAULT_LAUNCHER, kernel_user
 from kernelfleet.provisioners.k8s_pod import quantity
 from kernelfleet.transport.docker_api import Endpoint, parse_host
 
@@ -229,33 +228,24 @@ class DockerOptions(Configurable):
 
     def user(self, env: Mapping[str, str]) -> tuple[str, int, int]:
         """(user name, uid, gid) the kernel's container runs as."""
-        name = env.get("KERNEL_USERNAME", "").strip()
-        if not self.impersonation_enabled:
-            return (name if USERNAME.match(name) else ""), self.kernel_uid, self.kernel_gid
-        if not USERNAME.match(name):
-            raise BadRequest(
-                f"impersonation is enabled: KERNEL_USERNAME must name a user (got {name[:64]!r})"
-            )
-        mapped = self.user_ids.get(name)
-        if mapped is not None:
-            uid, gid = parse_ids(mapped)
-        elif self.host_users:
-            try:
-                entry = pwd.getpwnam(name)
-            except KeyError:
-                raise Forbidden(
-                    f"user {name!r} has no account here: the admin maps users to uids in "
-                    "user_ids (KF_DOCKER_USER_IDS) or creates the account."
-                ) from None
-            uid, gid = entry.pw_uid, entry.pw_gid
-        else:
-            raise Forbidden(
-                f"user {name!r} has no uid here: the admin maps users to uids in user_ids "
-                "(KF_DOCKER_USER_IDS)."
-            )
-        if uid == 0 or gid == 0:
-            raise Forbidden(f"kernels may not run as uid or gid 0 (user {name!r})")
-        return name, uid, gid
+        return kernel_user(
+            env,
+            impersonation=self.impersonation_enabled,
+            user_ids=self.user_ids,
+            uid=self.kernel_uid,
+            gid=self.kernel_gid,
+            variable="KF_DOCKER_USER_IDS",
+            account=host_account if self.host_users else None,
+        )
+
+
+def host_account(name: str) -> tuple[int, int] | None:
+    """uid and gid of this machine's account *name* (None when there is none)."""
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        return None
+    return entry.pw_uid, entry.pw_gid
 
 
 __all__ = ["DockerOptions"]

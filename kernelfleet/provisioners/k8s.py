@@ -23,9 +23,7 @@ grace 0; logs are the pod's; a restarted gateway re-attaches to the pods its che
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import json
 import logging
 import signal
 from collections.abc import AsyncGenerator, Hashable
@@ -161,12 +159,6 @@ class K8sProvisioner(RemoteProvisioner, K8sOptions):  # type: ignore[misc,metacl
             )
         return DEFAULT_TEMPLATE
 
-    def _command(self, cmd: list[str]) -> list[str]:
-        argv = base64.b64encode(json.dumps(cmd).encode()).decode("ascii")
-        out = [self.launcher_python, self.launcher, "--kernel-name", self.kernelspec_name]
-        out += ["--ready-timeout", f"{max(5.0, self.time_left()):.0f}"]
-        return [*out, "--argv-b64", argv]
-
     async def do_launch(
         self, cmd: list[str], env: dict[str, str], cwd: str | None
     ) -> AsyncGenerator[dict[str, Any], None]:
@@ -208,9 +200,9 @@ class K8sProvisioner(RemoteProvisioner, K8sOptions):  # type: ignore[misc,metacl
             key = response_env.pop(KEY_ENV)
             # the image decides PATH; everything else of the kernel's environment goes in
             plain = {k: v for k, v in env.items() if k != "PATH"}
+            command = self.launcher_command(cmd, self.launcher_python, self.launcher)
             pod = finish_pod(
-                rendered, params, self._command(cmd), {**plain, **response_env},
-                {KEY_ENV: (secret, "key")},
+                rendered, params, command, {**plain, **response_env}, {KEY_ENV: (secret, "key")}
             )  # fmt: skip
             try:
                 async with asyncio.timeout_at(deadline):
@@ -388,7 +380,7 @@ class K8sProvisioner(RemoteProvisioner, K8sOptions):  # type: ignore[misc,metacl
             except LaunchFailed as exc:  # the launcher's own report: add the pod's log
                 raise LaunchFailed(
                     f"Kernel '{self.kernelspec_name}' failed to start in pod "
-                    f"{watch.namespace}/{watch.name}: {exc.message}{await self._log_tail()}"
+                    f"{watch.namespace}/{watch.name}: {exc.message}{await self.log_tail()}"
                 ) from None
         finally:
             answer.cancel()
@@ -416,17 +408,10 @@ class K8sProvisioner(RemoteProvisioner, K8sOptions):  # type: ignore[misc,metacl
                 f"{where}. Kubernetes: {view.unschedulable[:400]} Ask for less "
                 "(KERNEL_MEMORY, KERNEL_CPUS, KERNEL_GPUS) or try later."
             )
-        tail = await self._log_tail() if view.exit_code is not None else ""
+        tail = await self.log_tail() if view.exit_code is not None else ""
         return LaunchFailed(
             f"Kernel '{self.kernelspec_name}' failed to start in pod {where}: {why[:500]}{tail}"
         )
-
-    async def _log_tail(self) -> str:
-        text = ""
-        with contextlib.suppress(Exception):
-            text = await self.do_log(8192) or ""
-        lines = [ln for ln in text.splitlines() if ln.strip()][-8:]
-        return f" — log: {' | '.join(lines)[-900:]}" if lines else ""
 
     def _timeout(self) -> LaunchTimeout:
         where = f"{self.pod_namespace}/{self.pod}" if self.pod else "(not yet created)"

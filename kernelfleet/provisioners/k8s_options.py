@@ -15,7 +15,7 @@ that ``user_ids`` maps ``KERNEL_USERNAME`` to (an unmapped user is refused; uid 
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from traitlets import Bool, CaselessStrEnum, Dict, Float, Int, List, Unicode
@@ -246,23 +246,14 @@ class K8sOptions(Configurable):
 
     def user(self, env: Mapping[str, str]) -> tuple[str, int, int]:
         """(user name, uid, gid) of the kernel's pod."""
-        name = env.get("KERNEL_USERNAME", "").strip()
-        if not self.impersonation_enabled:
-            return (name if USERNAME.match(name) else ""), self.kernel_uid, self.kernel_gid
-        if not USERNAME.match(name):
-            raise BadRequest(
-                f"impersonation is enabled: KERNEL_USERNAME must name a user (got {name[:64]!r})"
-            )
-        mapped = self.user_ids.get(name)
-        if mapped is None:
-            raise Forbidden(
-                f"user {name!r} has no uid here: the admin maps users to uids in user_ids "
-                "(KF_K8S_USER_IDS)."
-            )
-        uid, gid = parse_ids(mapped)
-        if uid == 0 or gid == 0:
-            raise Forbidden(f"kernels may not run as uid or gid 0 (user {name!r})")
-        return name, uid, gid
+        return kernel_user(
+            env,
+            impersonation=self.impersonation_enabled,
+            user_ids=self.user_ids,
+            uid=self.kernel_uid,
+            gid=self.kernel_gid,
+            variable="KF_K8S_USER_IDS",
+        )
 
     def watch_scope(self) -> tuple[str, ...] | None:
         """Namespaces the backend watches; None: all (per-kernel namespaces come and go)."""
@@ -279,6 +270,47 @@ def _own_namespace() -> str:
             return f.read().strip() or "default"
     except OSError:
         return "default"
+
+
+def kernel_user(
+    env: Mapping[str, str],
+    *,
+    impersonation: bool,
+    user_ids: Mapping[str, Any],
+    uid: int,
+    gid: int,
+    variable: str,
+    account: Callable[[str], tuple[int, int] | None] | None = None,
+) -> tuple[str, int, int]:
+    """(user name, uid, gid) a container kernel runs as: *uid*:*gid* without impersonation;
+    with it, what *user_ids* maps ``KERNEL_USERNAME`` to, else what *account* finds for the
+    name (None: no such account). Unknown users and uid or gid 0 are refused (403); the
+    refusal names the admin's setting *variable*."""
+    name = env.get("KERNEL_USERNAME", "").strip()
+    if not impersonation:
+        return (name if USERNAME.match(name) else ""), uid, gid
+    if not USERNAME.match(name):
+        raise BadRequest(
+            f"impersonation is enabled: KERNEL_USERNAME must name a user (got {name[:64]!r})"
+        )
+    mapped = user_ids.get(name)
+    if mapped is not None:
+        uid, gid = parse_ids(mapped)
+    elif account is not None:
+        found = account(name)
+        if found is None:
+            raise Forbidden(
+                f"user {name!r} has no account here: the admin maps users to uids in "
+                f"user_ids ({variable}) or creates the account."
+            )
+        uid, gid = found
+    else:
+        raise Forbidden(
+            f"user {name!r} has no uid here: the admin maps users to uids in user_ids ({variable})."
+        )
+    if uid == 0 or gid == 0:
+        raise Forbidden(f"kernels may not run as uid or gid 0 (user {name!r})")
+    return name, uid, gid
 
 
 def parse_ids(value: Any) -> tuple[int, int]:

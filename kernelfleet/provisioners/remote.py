@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import base64
 import contextlib
+import json
 import logging
 from collections.abc import AsyncGenerator
 from typing import Any, Protocol
@@ -125,6 +127,24 @@ class RemoteProvisioner(KernelfleetProvisioner):
         return exc
 
     # -- helpers for hooks ------------------------------------------------------------------
+    def launcher_command(self, cmd: list[str], python: str, launcher: str) -> list[str]:
+        """The command of a container or pod that runs kernelfleet's launcher (*launcher*,
+        run by *python*, inside the image) for the kernel command *cmd*: the argv travels as
+        base64 JSON, never through a shell; the launcher gets what is left of the clock."""
+        argv = base64.b64encode(json.dumps(cmd).encode()).decode("ascii")
+        out = [python, launcher, "--kernel-name", self.kernelspec_name]
+        out += ["--ready-timeout", f"{max(5.0, self.time_left()):.0f}"]
+        return [*out, "--argv-b64", argv]
+
+    async def log_tail(self, max_bytes: int = 8192, lines: int = 8) -> str:
+        """' — log: …' with the last non-blank *lines* of the kernel's log, for a launch
+        error ('' when there is no log or it cannot be read)."""
+        text = ""
+        with contextlib.suppress(Exception):
+            text = await self.do_log(max_bytes) or ""
+        kept = [ln for ln in text.splitlines() if ln.strip()][-lines:]
+        return f" — log: {' | '.join(kept)[-900:]}" if kept else ""
+
     def interrupt_by_message(self) -> bool:
         """Send an ``interrupt_request`` on the kernel's control channel (which ipykernel
         answers by signalling itself): how a SIGINT reaches a kernel no signal can reach
