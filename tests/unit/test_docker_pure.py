@@ -238,3 +238,26 @@ def test_events_split_anywhere_arrive_whole(objs: list[dict[str, str]], cut: int
     first, rest = da.split_events(data[:cut])
     second, left = da.split_events(rest + data[cut:])
     assert first + second == objs and left == b""
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            ["KERNEL_CPUS", "KERNEL_MEMORY", "KERNEL_PIDS", "KERNEL_WORKING_DIR", "KERNEL_IMAGE"]
+        ),
+        st.text(max_size=40),
+    )
+)
+def test_any_request_values_are_refused_or_bounded(env: dict[str, str]) -> None:
+    try:
+        p = params(env)
+    except (BadRequest, Forbidden) as exc:
+        assert exc.message.split(" ", 1)[0] in env, exc.message  # names the variable first
+        return
+    assert 0 <= p.nano_cpus <= LIMITS.max_cpus * 1e9
+    assert 0 <= p.memory <= 8 * 2**30
+    assert p.pids == 0 or 16 <= p.pids <= LIMITS.max_pids
+    assert p.image in (IMAGE, OTHER)
+    wd = p.working_dir
+    assert wd == "" or (wd.startswith("/") and ".." not in wd.split("/"))
