@@ -78,6 +78,9 @@ class GatewayClient:
             headers=self._headers(),
             body=data,
             request_timeout=self.timeout,
+            # tornado runs 10 requests at a time and drops a queued one after connect_timeout
+            # (20 s by default): a crowd of slow kernel starts must wait its turn, not fail
+            connect_timeout=self.timeout,
             allow_nonstandard_methods=True,
         )
         try:

@@ -100,7 +100,7 @@ class BaseHandler(web.RequestHandler):
                     f"Content-Length {declared[:40]!r} is not a byte count; send a valid one."
                 )
             if int(declared) > limits.max_body_bytes:
-                raise self._too_large(f"{int(declared) // 1024} KiB")
+                raise self._too_large(f"{-(-int(declared) // 1024)} KiB")  # rounded up
         # A chunked body over the limit is dropped as it arrives (json_body answers 413); the
         # server cuts off at four times the limit (a bare 400: it no longer reads at all).
         self.request.connection.set_max_body_size(HEADER_SLACK * limits.max_body_bytes)  # type: ignore[union-attr]
