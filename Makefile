@@ -12,15 +12,16 @@ STAMP := $(VENV)/.installed-stamp
 # tests/yarn (it runs on the JRE above; nothing is compiled), and for the Kubernetes node of
 # tests/k8s: containerd, runc and the CNI plugins, mmdebstrap for the kernel images, gcc for the
 # pause program, openssl for the cluster's certificates, Debian's registry for image pulls, Go
-# to build Kubernetes (scripts/k8s-deps.sh), and Debian's Docker 20.10 for the engine of
-# tests/docker.
+# to build Kubernetes (scripts/k8s-deps.sh), Debian's Docker 20.10 for the engine of
+# tests/docker, and Prometheus 2.42 for tests/platform/test_prometheus.py (which starts its own
+# server on a free port; the Debian service the package may start is stopped at once).
 SYSTEM_PACKAGES := openssh-server chromium iproute2 procps python3-ipykernel sudo postgresql \
 	openjdk-17-jre-headless r-base-core r-cran-irkernel maven containerd runc \
 	containernetworking-plugins mmdebstrap busybox-static gcc libc6-dev openssl docker-registry \
-	docker.io
+	docker.io prometheus
 
 .PHONY: install system-deps toree-env yarn-deps k8s-deps images k8s-up k8s-down k8s-status \
-	docker-up docker-down docker-status run test \
+	docker-up docker-down docker-status hub-deps run test \
 	test-fast lint bench clean
 
 $(STAMP): pyproject.toml
@@ -53,9 +54,13 @@ system-deps:
 	command -v openssl >/dev/null 2>&1 || missing="$$missing openssl"; \
 	command -v docker-registry >/dev/null 2>&1 || missing="$$missing docker-registry"; \
 	[ -x /usr/sbin/dockerd ] || missing="$$missing docker.io"; \
+	command -v prometheus >/dev/null 2>&1 || missing="$$missing prometheus"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing || exit 1; \
+	  case " $$missing " in *" prometheus "*) \
+	    systemctl disable --now prometheus >/dev/null 2>&1 || invoke-rc.d prometheus stop >/dev/null 2>&1 || true;; \
+	  esac; \
 	fi
 
 # Apache Toree 0.5 (Scala kernels) needs Spark 3.5, not the Spark 4 of the test extra: it gets
@@ -79,6 +84,11 @@ yarn-deps: system-deps
 # 7 min once per machine on 2 cores (Go's caches are removed after the build).
 k8s-deps: system-deps
 	@sh scripts/k8s-deps.sh
+
+# configurable-http-proxy 5.3.0 (JupyterHub's proxy) for tests/hub, from the npm registry by
+# scripts/hub-deps.sh into $(KF_TEST_CACHE)/configurable-http-proxy-5.3.0, where the tests find it.
+hub-deps:
+	@sh scripts/hub-deps.sh >/dev/null
 
 # The kernel images (Debian bookworm root filesystems, no registry), cached by recipe hash.
 images: install system-deps
@@ -109,7 +119,7 @@ docker-status: install
 run: install
 	$(BIN)/kernelfleet serve
 
-test: install system-deps toree-env yarn-deps k8s-deps
+test: install system-deps toree-env yarn-deps k8s-deps hub-deps
 	$(BIN)/ruff check kernelfleet tests benchmarks
 	$(BIN)/ruff format --check kernelfleet tests benchmarks
 	$(BIN)/mypy

@@ -63,6 +63,33 @@ def _paths_under_tmp() -> list[Path]:
     return [p for p in under if not any(p != q and p.is_relative_to(q) for q in under)]
 
 
+def _cgroup_mounts() -> str:
+    """Shell commands that mount, inside a host's mount namespace, the machine's cgroup
+    hierarchies that kernel profiles use (memory, cpu), as a real host has them: ``ip netns
+    exec`` gives the namespace a fresh /sys without them. A v1 hierarchy mounted again with
+    the same controllers is the same hierarchy, so the agent's cgroups are the machine's."""
+    root = "/sys/fs/cgroup"
+    mounts = [line.split() for line in Path("/proc/self/mounts").read_text().splitlines()]
+    if any(m[1] == root and m[2] == "cgroup2" for m in mounts):
+        return f"mount -t cgroup2 cgroup2 {root} && "
+    steps = [f"mount -t tmpfs -o mode=755 kft-cgroup {root} && "]
+    for _dev, path, fstype, options, *_ in mounts:
+        if fstype != "cgroup" or not path.startswith(root + "/"):
+            continue
+        controllers = [o for o in options.split(",") if o in {"memory", "cpu", "cpuacct"}]
+        if not controllers:
+            continue
+        name = path.rsplit("/", 1)[1]
+        steps.append(
+            f"mkdir -p {root}/{name} && "
+            f"mount -t cgroup -o {','.join(controllers)} cgroup {root}/{name} && "
+        )
+        for alias in controllers:
+            if alias != name:
+                steps.append(f"ln -s {name} {root}/{alias} && ")
+    return "".join(steps)
+
+
 class TestbedBusy(RuntimeError):
     """Another process (a concurrent test session) holds the testbed."""
 
@@ -332,7 +359,7 @@ class Testbed:
             for p, s in zip(keep, stash, strict=True)
         )
         inner = (
-            f"hostname {host.name} && {before}"
+            f"hostname {host.name} && {_cgroup_mounts()}{before}"
             f"mount -t tmpfs -o mode=1777 kft-{host.name}-tmp /tmp && {after}"
             f"exec {SSHD} -f {host.dir}/sshd_config -E {host.dir}/sshd.log"
         )

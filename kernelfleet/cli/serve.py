@@ -16,20 +16,27 @@ from textwrap import dedent
 from typing import Any
 
 from traitlets import Bool, Unicode, default
-from traitlets.config import Application, Configurable
+from traitlets.config import Application, Config, Configurable
+from traitlets.config.loader import JSONFileConfigLoader, PyFileConfigLoader
 
 from kernelfleet import __version__
+from kernelfleet.aio import cancel_and_wait
 from kernelfleet.cli import logsetup
 from kernelfleet.cli.memory import return_freed_memory
 from kernelfleet.config import EnvError, config_from_env
+from kernelfleet.dashboard.app import install as install_dashboard
+from kernelfleet.dashboard.settings import DashboardSettings
 from kernelfleet.gateway.app import Gateway
+from kernelfleet.gateway.audit import AuditLog
 from kernelfleet.gateway.auth import Authenticator
 from kernelfleet.gateway.bridge import BridgeSettings
 from kernelfleet.gateway.limits import RequestLimits
+from kernelfleet.gateway.metrics import Metrics
 from kernelfleet.kernels.catalog import KernelSpecCatalog
 from kernelfleet.kernels.culler import Culler
 from kernelfleet.kernels.liveness import KernelMonitor
 from kernelfleet.kernels.pool import KernelPool
+from kernelfleet.kernels.profiles import KernelProfiles
 from kernelfleet.kernels.registry import KernelRegistry
 
 
@@ -45,6 +52,10 @@ def configurable_classes() -> list[type[Configurable]]:
         KernelPool,
         BridgeSettings,
         RequestLimits,
+        AuditLog,
+        KernelProfiles,
+        Metrics,
+        DashboardSettings,
     ]
     try:
         from kernelfleet.provisioners.ssh import SSHProvisioner
@@ -124,20 +135,38 @@ class ServeApp(Application):
 
     def initialize(self, argv: Any = None) -> None:
         self.parse_command_line(argv)
-        cli_config = copy.deepcopy(self.config)
+        cli_config = self._cli_config = copy.deepcopy(self.config)
         try:
             env_config = config_from_env(configurable_classes())
         except EnvError as exc:
             print(f"kernelfleet: {exc}", file=sys.stderr)
             self.exit(2)
         self.update_config(env_config)
-        path = self.config_file or os.path.join(default_config_dir(), "kernelfleet_config.py")
+        path = self.config_path = self.config_file or os.path.join(
+            default_config_dir(), "kernelfleet_config.py"
+        )
         if os.path.isfile(path):
             self.load_config_file(os.path.basename(path), os.path.dirname(path) or ".")
         elif self.config_file:
             print(f"kernelfleet: config file {path} does not exist", file=sys.stderr)
             self.exit(2)
         self.update_config(cli_config)  # the command line wins over file and environment
+
+    def load_whole_config(self) -> Config:
+        """The configuration anew, as at start: environment, then file, then command line (a
+        config reload; raises on a file that does not load)."""
+        config = Config()
+        config.merge(config_from_env(configurable_classes()))
+        if os.path.isfile(self.config_path):
+            directory, name = os.path.split(os.path.abspath(self.config_path))
+            loader: PyFileConfigLoader | JSONFileConfigLoader
+            if name.endswith(".json"):
+                loader = JSONFileConfigLoader(name, directory, log=self.log)
+            else:
+                loader = PyFileConfigLoader(name, directory, log=self.log)
+            config.merge(loader.load_config())
+        config.merge(self._cli_config)
+        return config
 
     def write_default_config(self) -> None:
         path = self.config_file or os.path.join(default_config_dir(), "kernelfleet_config.py")
@@ -164,8 +193,13 @@ class ServeApp(Application):
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        # SIGHUP reloads the configuration (kernelfleet.gateway.reload); one that comes while
+        # the gateway starts is applied once it has started.
+        hangup = asyncio.Event()
+        loop.add_signal_handler(signal.SIGHUP, hangup.set)
         try:
             gateway = Gateway(parent=self)
+            install_dashboard(gateway)
         except Exception as exc:  # a bad store URL, an unreadable key file, ...
             self.log.critical("cannot start: %s", exc)
             self.exit(1)
@@ -175,6 +209,18 @@ class ServeApp(Application):
             self.log.critical("cannot start: %s", exc)
             await gateway.stop(mode="leave")  # keep kernels for the next attempt
             self.exit(1)
+        reloader = gateway.enable_reload(self.load_whole_config, [self.config_path])
+
+        async def reload_on_hangup() -> None:
+            while True:
+                await hangup.wait()
+                hangup.clear()
+                try:
+                    await reloader.reload("SIGHUP")
+                except Exception:
+                    self.log.exception("config reload failed")
+
+        reloading = asyncio.create_task(reload_on_hangup(), name="sighup")
         self.log.info("kernelfleet %s listening on %s", __version__, gateway.url)
         if gateway.generated_token:
             self.log.info(
@@ -187,6 +233,7 @@ class ServeApp(Application):
         await stop.wait()
         for sig in (signal.SIGTERM, signal.SIGINT):  # a second signal ends at once
             loop.remove_signal_handler(sig)
+        await cancel_and_wait(reloading)
         self.log.info("stopping (stop_mode=%s)", gateway.stop_mode)
         await gateway.stop()
         self.log.info("stopped")

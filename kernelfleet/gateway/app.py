@@ -13,7 +13,7 @@ import os
 import socket
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -21,14 +21,16 @@ from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
 from jupyter_core.paths import jupyter_data_dir
 from tornado import httpserver, netutil, web
 from traitlets import Bool, Enum, Int, Unicode
-from traitlets.config import LoggingConfigurable
+from traitlets.config import Config, LoggingConfigurable
 
 from kernelfleet.config import option
-from kernelfleet.gateway import rest
+from kernelfleet.gateway import health, metrics, rest
+from kernelfleet.gateway.audit import AuditLog
 from kernelfleet.gateway.auth import Authenticator
 from kernelfleet.gateway.base import CorsSettings, NotFoundHandler, Services
-from kernelfleet.gateway.bridge import BridgeSettings
+from kernelfleet.gateway.bridge import BridgeSettings, Traffic
 from kernelfleet.gateway.limits import RequestLimits
+from kernelfleet.gateway.reload import ConfigReloader, Generation
 from kernelfleet.gateway.websocket import KernelWebsocketHandler
 from kernelfleet.kernels.catalog import KernelSpecCatalog
 from kernelfleet.kernels.culler import Culler
@@ -219,10 +221,22 @@ class Gateway(LoggingConfigurable):
         self.registry.pool = self.pool
         self.bridge = BridgeSettings(parent=self)
         self.limits = RequestLimits(parent=self)
+        self.traffic = Traffic()
+        self.audit = AuditLog(self.data_dir, parent=self)
+        self.metrics = metrics.Metrics(self.registry, self.traffic, parent=self)
         self.sessions = SessionStore(self.registry)
+        self.services: Services | None = None
+        self.ssl_context: ssl.SSLContext | None = None
+        self.generation = Generation()
+        self.reloader: ConfigReloader | None = None
         self.server: httpserver.HTTPServer | None = None
         self.bound_port: int | None = None
         self.generated_token = self.auth.ensure_token()
+        #: More routes for the app, each list made from the normalized base URL, and what to
+        #: await when the gateway stops: how a layer above (the dashboard) plugs in without
+        #: the gateway importing it (kernelfleet.dashboard.app.install).
+        self.route_providers: list[Callable[[str], Sequence[Any]]] = []
+        self.stop_hooks: list[Callable[[], Awaitable[None]]] = []
 
     # -- app ------------------------------------------------------------------------------
 
@@ -235,20 +249,19 @@ class Gateway(LoggingConfigurable):
             auth=self.auth,
             bridge=self.bridge,
             limits=self.limits,
+            traffic=self.traffic,
             base_url=base,
-            cors=CorsSettings(
-                allow_origin=self.allow_origin,
-                allow_credentials=self.allow_credentials,
-                allow_headers=self.allow_headers,
-                allow_methods=self.allow_methods,
-                expose_headers=self.expose_headers,
-                max_age=self.max_age,
-            ),
+            cors=self._cors(),
+            generation=lambda: self.generation,
         )
+        self.services = services
         kid = r"(?P<kernel_id>\w+-\w+-\w+-\w+-\w+)"
         handlers: list[Any] = [
             (rf"(?i){base}api/kernels/{kid}/channels/?", KernelWebsocketHandler),
             *rest.routes(base),
+            *health.routes(base),
+            *metrics.routes(base, self.metrics),
+            *(route for provide in self.route_providers for route in provide(base)),
         ]
         ping = self.bridge.ping_interval or None
         return web.Application(
@@ -259,6 +272,49 @@ class Gateway(LoggingConfigurable):
             websocket_ping_timeout=ping,
             log_function=_log_request,
         )
+
+    def _cors(self) -> CorsSettings:
+        return CorsSettings(
+            allow_origin=self.allow_origin,
+            allow_credentials=self.allow_credentials,
+            allow_headers=self.allow_headers,
+            allow_methods=self.allow_methods,
+            expose_headers=self.expose_headers,
+            max_age=self.max_age,
+        )
+
+    def configurables(self) -> list[LoggingConfigurable]:
+        """Every object whose options a config reload may change."""
+        return [
+            self,
+            self.auth,
+            self.catalog,
+            self.registry,
+            self.registry.monitor,
+            self.culler,
+            self.pool,
+            self.bridge,
+            self.limits,
+            self.audit,
+            self.registry.profiles,
+            self.metrics,
+        ]
+
+    def enable_reload(
+        self, load: Callable[[], Config], watch: Sequence[str] = ()
+    ) -> ConfigReloader:
+        """Reload the configuration *load* returns on :meth:`ConfigReloader.reload`, when a
+        *watch* file changes, and (if one changed) before any kernel start."""
+        reloader = self.reloader = ConfigReloader(self, load, watch)
+        if watch:
+            self.registry.before_start = reloader.ensure_current
+        reloader.start()
+        return reloader
+
+    def refresh_services(self) -> None:
+        """After a config reload: what handlers were given that copies options."""
+        if self.services is not None:
+            self.services.cors = self._cors()
 
     def _ssl_context(self) -> ssl.SSLContext | None:
         if not self.certfile:
@@ -288,6 +344,7 @@ class Gateway(LoggingConfigurable):
         )
 
     async def start(self) -> None:
+        self.audit.open(self.registry.events)
         if self.store is not None:
             await self.store.open()
             began = time.monotonic()
@@ -303,9 +360,11 @@ class Gateway(LoggingConfigurable):
                     time.monotonic() - began,
                 )
         app = self.make_app()
+        services: Services = app.settings["kf"]
+        self.ssl_context = self._ssl_context()
         self.server = httpserver.HTTPServer(
             app,
-            ssl_options=self._ssl_context(),
+            ssl_options=self.ssl_context,
             xheaders=self.trust_xheaders,
             **self.limits.server_options(),
         )
@@ -316,6 +375,7 @@ class Gateway(LoggingConfigurable):
         self.culler.start()
         await self._warm_up_provisioners()
         await self.pool.start()
+        services.ready = True
 
     async def _warm_up_provisioners(self) -> None:
         """Warm up the backend of every kernelspec's provisioner (SSH: open the host
@@ -346,8 +406,14 @@ class Gateway(LoggingConfigurable):
 
     async def stop(self, *, mode: str | None = None) -> None:
         """Stop accepting requests, then shut kernels down or leave them running (stop_mode)."""
+        if self.services is not None:
+            self.services.ready = False  # readiness fails first: proxies stop sending
+        if self.reloader is not None:
+            await self.reloader.stop()
         if self.server is not None:
             self.server.stop()
+        for hook in self.stop_hooks:
+            await hook()
         self.registry.closing = True  # requests on open connections get a 503
         await self.culler.stop()
         await self.pool.stop()
@@ -358,6 +424,7 @@ class Gateway(LoggingConfigurable):
         if self.server is not None:
             await asyncio.wait_for(self.server.close_all_connections(), 5)
             self.server = None
+        self.audit.close()
 
     async def __aenter__(self) -> Gateway:
         await self.start()
@@ -383,9 +450,9 @@ def _log_request(handler: web.RequestHandler) -> None:
     if (
         status < 400
         and handler.request.method == "GET"
-        and handler.request.path.endswith("/api/kernels")
+        and handler.request.path.endswith(("/api/kernels", "/metrics"))
     ):
-        level = 10  # JupyterLab polls the kernel list; keep the log readable
+        level = 10  # JupyterLab polls the kernel list, Prometheus the metrics: keep it readable
     log.log(
         level,
         "%d %s %s %.1fms",

@@ -20,9 +20,12 @@ from kernelfleet.gateway.limits import HEADER_SLACK
 from kernelfleet.kernels.identity import Identity
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from kernelfleet.gateway.auth import Authenticator
-    from kernelfleet.gateway.bridge import BridgeSettings
+    from kernelfleet.gateway.bridge import BridgeSettings, Traffic
     from kernelfleet.gateway.limits import RequestLimits
+    from kernelfleet.gateway.reload import Generation
     from kernelfleet.kernels.catalog import KernelSpecCatalog
     from kernelfleet.kernels.registry import KernelRegistry
     from kernelfleet.kernels.sessions import SessionStore
@@ -50,8 +53,13 @@ class Services:
     auth: Authenticator
     bridge: BridgeSettings
     limits: RequestLimits
+    traffic: Traffic
     base_url: str = "/"
     cors: CorsSettings = field(default_factory=CorsSettings)
+    #: Whether the gateway is serving (readiness): set once started, cleared when stopping.
+    ready: bool = False
+    #: The configuration generation in force (kernelfleet.gateway.reload).
+    generation: Callable[[], Generation] | None = None
 
 
 @web.stream_request_body
@@ -81,7 +89,7 @@ class BaseHandler(web.RequestHandler):
             if value:
                 self.set_header(header, value)
 
-    def prepare(self) -> None:
+    async def prepare(self) -> None:
         limits = self.kf.limits
         headers = self.request.headers
         size = sum(len(k) + len(v) + 4 for k, v in headers.get_all())
@@ -92,7 +100,7 @@ class BaseHandler(web.RequestHandler):
             )
         if self.request.method == "OPTIONS":
             return
-        self.identity = self.kf.auth.authenticate(headers, self.get_query_argument("token", None))
+        self.identity = await self.kf.auth.identify(headers, self.get_query_argument("token", None))
         declared = headers.get("Content-Length")
         if declared is not None:
             if not declared.strip().isdigit():
@@ -193,5 +201,5 @@ class BaseHandler(web.RequestHandler):
 
 
 class NotFoundHandler(BaseHandler):
-    def prepare(self) -> None:
+    async def prepare(self) -> None:
         raise NotFound(f"No such endpoint: {self.request.path}")

@@ -15,6 +15,7 @@ receiving one huge message is never cut off: its writes keep completing.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import json
 import logging
 from collections.abc import Callable
@@ -102,6 +103,20 @@ class BridgeSettings(LoggingConfigurable):
     )
 
 
+@dataclasses.dataclass
+class Traffic:
+    """What the websocket bridge relayed since the gateway started, for the metrics (plain
+    counters: adding to one costs nothing next to a message's relay)."""
+
+    opened: int = 0  # websocket connections accepted
+    open: int = 0  # websocket connections open now
+    to_clients: int = 0  # messages sent to clients
+    to_clients_bytes: int = 0
+    from_clients: int = 0  # client messages forwarded to kernels
+    from_clients_bytes: int = 0
+    dropped: int = 0  # client frames dropped as invalid
+
+
 class KernelConnection:
     """One websocket's side of a kernel connection; its :class:`ClientLink` is the kernel's
     side. ``send(data, binary, nbytes)`` writes a frame; the websocket calls :meth:`written` as
@@ -116,7 +131,9 @@ class KernelConnection:
         protocol: str | None,
         settings: BridgeSettings,
         send: Sender,
+        traffic: Traffic | None = None,
     ) -> None:
+        self.traffic = traffic or Traffic()
         self.record = record
         self.channels = channels
         self.session_id = session_id
@@ -135,6 +152,8 @@ class KernelConnection:
     # -- lifecycle ------------------------------------------------------------------------
 
     def open(self) -> None:
+        self.traffic.opened += 1
+        self.traffic.open += 1
         backlog = self._link.open()
         self.record.connections = self.channels.connection_count
         for msg in backlog:
@@ -144,6 +163,7 @@ class KernelConnection:
         if self.closed:
             return
         self.closed = True
+        self.traffic.open -= 1
         if sum(self._dropped.values()) > len(self._dropped):
             log.info(
                 "kernel %s: %d invalid client frames were dropped on this connection: %s",
@@ -179,6 +199,8 @@ class KernelConnection:
                 )
             data, binary = msg.legacy_json(), False
         self._unsent.append(msg)
+        self.traffic.to_clients += 1
+        self.traffic.to_clients_bytes += len(data)
         self._send(data, binary, len(data))
 
     def _refuse(self, parts: list[bytes]) -> None:
@@ -213,6 +235,7 @@ class KernelConnection:
         try:
             channel, parts = parse_client_frame(data, self.protocol)
         except WireError as exc:
+            self.traffic.dropped += 1
             seen = self._dropped.get(exc.reason, 0)
             self._dropped[exc.reason] = seen + 1
             if not seen:
@@ -227,6 +250,8 @@ class KernelConnection:
             self._refuse(parts)
             return
         self.record.touch()
+        self.traffic.from_clients += 1
+        self.traffic.from_clients_bytes += len(data)
         await self._link.send(channel, parts)
 
 

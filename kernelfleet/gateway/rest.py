@@ -19,13 +19,21 @@ from tornado.escape import url_unescape
 from kernelfleet import __version__
 from kernelfleet.errors import NotFound
 from kernelfleet.gateway.base import BaseHandler
+from kernelfleet.kernels import profiles as prof
+from kernelfleet.kernels.events import backend_of
 from kernelfleet.kernels.logs import kernel_log
 from kernelfleet.kernels.record import kernel_model
 
 
 class ApiHandler(BaseHandler):
     def get(self) -> None:
-        self.write_json({"version": jupyter_server.__version__, "kernelfleet_version": __version__})
+        model: dict[str, Any] = {
+            "version": jupyter_server.__version__,
+            "kernelfleet_version": __version__,
+        }
+        if self.kf.generation is not None:
+            model["config"] = self.kf.generation().model()
+        self.write_json(model)
 
 
 class SpecYamlHandler(BaseHandler):
@@ -42,17 +50,51 @@ class SpecYamlHandler(BaseHandler):
 # -- kernelspecs ----------------------------------------------------------------------------
 
 
-class KernelSpecsHandler(BaseHandler):
+class _SpecModels(BaseHandler):
+    def _offer(self, user: str | None) -> tuple[prof.ProfileTable, prof.Allowance]:
+        """The profile table and the allowance of *user* (else the caller) for listings."""
+        table = self.kf.registry.profiles.table()
+        identity = self.identity
+        if user and user != identity.user and identity.admin:
+            return table, prof.allowance_for(user, (), table.allowances)
+        return table, prof.allowance_for(identity.user, identity.groups, table.allowances)
+
+    async def _one(self, name: str, user: str | None) -> dict[str, Any]:
+        """The model of kernelspec *name*, which may be a published pair <spec>--<profile>."""
+        table, allowance = self._offer(user)
+        base, profile_name = prof.split_published(name, table.profiles)
+        entry = await self.kf.catalog.get(base)
+        model = entry.model(self.kf.base_url)
+        if profile_name is None:
+            return model
+        profile = table.profiles[profile_name]
+        if not (
+            profile.applies_to(base, backend_of(entry.spec)) and allowance.allows(profile_name)
+        ):
+            raise NotFound(
+                f"No such kernelspec: '{name}'. GET /api/kernelspecs lists the available ones.",
+                reason="No Such Kernelspec",
+            )
+        return prof.published_model(model, profile)
+
+
+class KernelSpecsHandler(_SpecModels):
     async def get(self) -> None:
         catalog = self.kf.catalog
         user = self.get_query_argument("user", None)
+        if user and self.identity.name_fixed:
+            # a name an authority verified (JupyterHub): jupyter_server's ?user= (its
+            # KERNEL_USERNAME) cannot list another user's kernelspecs
+            _, slash, name = user.partition("/")
+            user = f"{self.identity.user}/{name}" if slash else self.identity.user
         if user and "/" in user:
             # jupyter_server with KERNEL_USERNAME asks for one spec as ?user=<u>/<name>.
-            _, _, name = user.partition("/")
-            entry = await catalog.get(name)
-            self.write_json(entry.model(self.kf.base_url))
+            owner, _, name = user.partition("/")
+            self.write_json(await self._one(name, owner))
             return
         specs = await catalog.all()
+        table, allowance = self._offer(user)
+        default = await catalog.default_name()
         models = {}
         for name, entry in specs.items():
             pol = entry.policy
@@ -61,14 +103,21 @@ class KernelSpecsHandler(BaseHandler):
                 or (pol.authorized_users and user not in pol.authorized_users)
             ):
                 continue
-            models[name] = entry.model(self.kf.base_url)
-        self.write_json({"default": await catalog.default_name(), "kernelspecs": models})
+            model = entry.model(self.kf.base_url)
+            offered = prof.offered(name, backend_of(entry.spec), table, allowance)
+            if offered is None:
+                models[name] = model
+                continue
+            pairs = [prof.published_model(model, profile) for profile in offered]
+            models.update((pair["name"], pair) for pair in pairs)
+            if name == default and pairs:  # the default profile's pair comes first
+                default = pairs[0]["name"]
+        self.write_json({"default": default, "kernelspecs": models})
 
 
-class KernelSpecHandler(BaseHandler):
+class KernelSpecHandler(_SpecModels):
     async def get(self, name: str) -> None:
-        entry = await self.kf.catalog.get(url_unescape(name))
-        self.write_json(entry.model(self.kf.base_url))
+        self.write_json(await self._one(url_unescape(name), None))
 
 
 class KernelSpecResourceHandler(BaseHandler):

@@ -31,8 +31,8 @@ class KernelWebsocketHandler(websocket.WebSocketHandler, BaseHandler):
     def set_default_headers(self) -> None:
         pass
 
-    def prepare(self) -> None:
-        BaseHandler.prepare(self)
+    async def prepare(self) -> None:
+        await BaseHandler.prepare(self)
 
     async def get(self, *args: Any, **kwargs: Any) -> None:
         headers = self.request.headers
@@ -83,6 +83,7 @@ class KernelWebsocketHandler(websocket.WebSocketHandler, BaseHandler):
             protocol=self.selected_subprotocol,
             settings=self.kf.bridge,
             send=self._send,
+            traffic=self.kf.traffic,
         )
         self.connection.on_gone = self._kernel_gone
         self.connection.open()

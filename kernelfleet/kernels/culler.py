@@ -17,6 +17,7 @@ from kernelfleet.aio import cancel_and_wait
 from kernelfleet.config import option
 from kernelfleet.errors import PublicError
 from kernelfleet.kernels.identity import Identity
+from kernelfleet.kernels.profiles import Profile
 from kernelfleet.kernels.record import KernelRecord, Lifecycle
 from kernelfleet.kernels.registry import KernelRegistry
 from kernelfleet.kernels.timestamps import utcnow
@@ -31,18 +32,33 @@ class CullSettings:
     cull_busy: bool
 
 
+def cull_reason(
+    record: KernelRecord, now: dt.datetime, settings: CullSettings, profile: Profile | None = None
+) -> str | None:
+    """Why *record* is culled now ("idle", "lifetime"), or None. A kernel profile's
+    ``idle_timeout`` replaces the gateway's; its ``max_lifetime`` ends a kernel whatever it
+    does."""
+    if record.pooled or record.lifecycle not in {Lifecycle.RUNNING, Lifecycle.DEAD}:
+        return None
+    lifetime = profile.max_lifetime if profile is not None else None
+    if lifetime is not None and (now - record.created).total_seconds() > lifetime:
+        return "lifetime"
+    timeout = settings.idle_timeout
+    if profile is not None and profile.idle_timeout is not None:
+        timeout = profile.idle_timeout
+    if timeout <= 0:
+        return None
+    if record.connections > 0 and not settings.cull_connected:
+        return None
+    if record.execution_state == "busy" and not settings.cull_busy:
+        return None
+    idle = (now - record.last_activity).total_seconds()
+    return "idle" if idle > timeout else None
+
+
 def should_cull(record: KernelRecord, now: dt.datetime, settings: CullSettings) -> bool:
     """True when *record* has been idle longer than the timeout and the rules allow culling."""
-    if settings.idle_timeout <= 0 or record.pooled:
-        return False
-    if record.lifecycle not in {Lifecycle.RUNNING, Lifecycle.DEAD}:
-        return False
-    if record.connections > 0 and not settings.cull_connected:
-        return False
-    if record.execution_state == "busy" and not settings.cull_busy:
-        return False
-    idle = (now - record.last_activity).total_seconds()
-    return idle > settings.idle_timeout
+    return cull_reason(record, now, settings) == "idle"
 
 
 class Culler(LoggingConfigurable):
@@ -81,7 +97,9 @@ class Culler(LoggingConfigurable):
         )
 
     def start(self) -> None:
-        if self.cull_idle_timeout > 0 and self._task is None:
+        # Runs even with cull_idle_timeout 0: kernel profiles have timeouts and lifetimes of
+        # their own, and a config reload may turn culling on.
+        if self._task is None:
             self._task = asyncio.create_task(self._loop(), name="culler")
 
     async def stop(self) -> None:
@@ -89,26 +107,37 @@ class Culler(LoggingConfigurable):
         self._task = None
 
     async def cull_once(self) -> list[str]:
-        """Cull every kernel :func:`should_cull` selects; returns their ids."""
+        """Cull every kernel :func:`cull_reason` selects; returns their ids."""
         now = utcnow()
         settings = self.settings()
-        victims = [r for r in list(self.registry.records.values()) if should_cull(r, now, settings)]
-        for record in victims:
+        profiles = self.registry.profiles.table().profiles
+        victims = []
+        for record in list(self.registry.records.values()):
+            reason = cull_reason(record, now, settings, profiles.get(record.profile))
+            if reason is not None:
+                victims.append((record, reason))
+        for record, reason in victims:
             idle = (now - record.last_activity).total_seconds()
+            age = (now - record.created).total_seconds()
             self.log.info(
-                "culling kernel %s (%s, owner %s): idle %.0f s, state %s, %d connection(s)",
+                "culling kernel %s (%s, owner %s): %s; idle %.0f s, age %.0f s, state %s, "
+                "%d connection(s)",
                 record.id,
                 record.name,
                 record.owner,
+                "past its profile's max_lifetime" if reason == "lifetime" else "idle too long",
                 idle,
+                age,
                 record.execution_state,
                 record.connections,
             )
             try:
-                await self.registry.shutdown_kernel(record.id, SYSTEM)
+                await self.registry.shutdown_kernel(
+                    record.id, SYSTEM, action="cull", source="gateway", cause=reason
+                )
             except PublicError as exc:
                 self.log.warning("could not cull kernel %s: %s", record.id, exc.message)
-        return [r.id for r in victims]
+        return [r.id for r, _ in victims]
 
     async def _loop(self) -> None:
         while True:

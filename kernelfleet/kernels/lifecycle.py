@@ -41,9 +41,11 @@ from kernelfleet.errors import (
 from kernelfleet.kernels import policy as pol
 from kernelfleet.kernels.catalog import KernelSpecCatalog, SpecEntry
 from kernelfleet.kernels.channels import BufferLimits, KernelChannels
+from kernelfleet.kernels.events import EventBus
 from kernelfleet.kernels.logs import kernel_log, open_log, working_dir
 from kernelfleet.kernels.notices import moved_notice, status_message
 from kernelfleet.kernels.persistence import Persister, spec_from_dict
+from kernelfleet.kernels.profiles import KernelProfiles
 from kernelfleet.kernels.record import KernelRecord, Lifecycle
 from kernelfleet.kernels.wire import KernelMessage
 from kernelfleet.provisioners.base import KernelfleetProvisioner, LaunchTerms, gateway_keeps_log
@@ -192,6 +194,9 @@ class KernelLifecycle(LoggingConfigurable):
         #: Called with a kernel that is dead for good (the monitor removes it after the
         #: dead-kernel retention); default: nothing.
         self.on_kernel_dead: Callable[[KernelRecord], None] = lambda record: None
+        #: What happens to kernels, for the audit log and the metrics (kernels.events).
+        self.events = EventBus()
+        self.profiles = KernelProfiles(parent=self)
 
     # -- settings -------------------------------------------------------------------------
 
@@ -315,7 +320,9 @@ class KernelLifecycle(LoggingConfigurable):
         async def checkpoint() -> None:
             await self.persist.save(record, state)
 
-        prov.set_launch_terms(LaunchTerms(timeout=left, on_checkpoint=checkpoint))
+        profile = self.profiles.table().profiles.get(record.profile) if record.profile else None
+        limits = profile.limits() if profile is not None else None
+        prov.set_launch_terms(LaunchTerms(timeout=left, on_checkpoint=checkpoint, limits=limits))
 
     def log_directory(self) -> str:
         return self.kernel_log_dir or os.path.join(self.data_dir, "logs")

@@ -11,6 +11,7 @@ delays the checks of the other kernels.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -20,6 +21,7 @@ from traitlets.config import LoggingConfigurable
 from kernelfleet.aio import cancel_and_wait
 from kernelfleet.config import option
 from kernelfleet.errors import PublicError
+from kernelfleet.kernels.events import KernelEvent, backend_of, cause_of
 from kernelfleet.kernels.lifecycle import KernelLifecycle
 from kernelfleet.kernels.notices import notice_message, status_message
 from kernelfleet.kernels.record import KernelRecord, Lifecycle
@@ -157,6 +159,8 @@ class KernelMonitor(LoggingConfigurable):
         failures = self._failures.get(record.id, 0)
         why = death_reason(record)
         self.log.warning("kernel %s died (exit %s)%s", record.id, code, f": {why}" if why else "")
+        detail = f"exit status {code}{f': {why}' if why else ''}"
+        self._tell(record, "death", "failed", cause="exited", message=detail)
         if why and record.channels is not None:
             # the only place its user learns why: no kernel message says it
             record.channels.broadcast(notice_message(f"The kernel died: {why}."))
@@ -168,11 +172,17 @@ class KernelMonitor(LoggingConfigurable):
                     or record.lifecycle is not Lifecycle.RESTARTING
                 ):
                     return  # shut down (or restarted) while we waited for the lock
+                began = time.monotonic()
                 try:
                     await self.registry.restart_in_place(record, now=True, automatic=True)
                 except PublicError as exc:  # it is dead and scheduled for removal
                     self.log.error("automatic restart of %s failed: %s", record.id, exc.message)
                     record.reason = exc.message
+                    self._tell(
+                        record, "auto_restart", "failed", cause=cause_of(exc), message=exc.message
+                    )
+                else:
+                    self._tell(record, "auto_restart", seconds=time.monotonic() - began)
             return
         record.lifecycle = Lifecycle.DEAD
         record.touch("dead")
@@ -180,6 +190,32 @@ class KernelMonitor(LoggingConfigurable):
         if record.channels is not None:
             record.channels.broadcast(status_message("dead"))
         self.schedule_removal(record)
+
+    def _tell(
+        self,
+        record: KernelRecord,
+        action: str,
+        outcome: str = "ok",
+        *,
+        cause: str = "",
+        message: str = "",
+        seconds: float | None = None,
+    ) -> None:
+        self.registry.events.publish(
+            KernelEvent(
+                action,
+                outcome,
+                kernel_id=record.id,
+                kernelspec=record.name,
+                owner=record.owner,
+                backend=backend_of(record.spec),
+                host=record.host or "",
+                cause=cause,
+                message=message,
+                seconds=seconds,
+                source="gateway",
+            )
+        )
 
     def schedule_removal(self, record: KernelRecord) -> None:
         """Remove a dead kernel's record after ``dead_kernel_retention`` seconds."""

@@ -220,15 +220,22 @@ def check_user_name(name: str, source: str) -> str:
     )
 
 
-def resolve_owner(identity_user: str, is_admin: bool, request_env: Mapping[str, str]) -> str:
+def resolve_owner(
+    identity_user: str,
+    is_admin: bool,
+    request_env: Mapping[str, str],
+    *,
+    name_fixed: bool = False,
+) -> str:
     """The user a kernel belongs to: the identity, or ``KERNEL_USERNAME`` when permitted.
 
     ``KERNEL_USERNAME`` is a claim from the client: it is accepted when it names the
     authenticated user, or when an admin (e.g. a notebook server acting for its users with the
-    shared token) makes it. Any other name must pass :func:`check_user_name`.
+    shared token) makes it. Any other name must pass :func:`check_user_name`. When an authority
+    fixed the name (*name_fixed*, a JupyterHub-verified token) the claim is ignored.
     """
     claimed = request_env.get("KERNEL_USERNAME")
-    if not claimed or claimed == identity_user:
+    if name_fixed or not claimed or claimed == identity_user:
         return identity_user
     check_user_name(claimed, "KERNEL_USERNAME")
     if is_admin:

@@ -136,6 +136,21 @@ class KernelPool(LoggingConfigurable):
             if await self.size_of(entry) > 0:
                 self.refill(name)
 
+    async def resize(self) -> None:
+        """Apply changed pool sizes (a config reload): stop the warm kernels beyond each
+        pool's size now, newest first, and fill every pool that is short."""
+        entries = await self.registry.catalog.all()
+        for name, members in list(self.members.items()):
+            entry = entries.get(name)
+            size = await self.size_of(entry) if entry is not None else 0
+            while len(members) > size:
+                record = members.pop()
+                self.log.info("stopping warm kernel %s: pool %s is now %d", record.id, name, size)
+                await self.registry.destroy(record)
+        for name, entry in entries.items():
+            if await self.size_of(entry) > 0:
+                self.refill(name)
+
     async def stop(self) -> None:
         for task in list(self._filling.values()):
             task.cancel()

@@ -24,6 +24,8 @@ import subprocess
 from dataclasses import dataclass
 from typing import Any
 
+from kernelfleet.errors import describe
+from kernelfleet.kernels.events import KernelEvent
 from kernelfleet.kernels.lifecycle import KernelLifecycle
 from kernelfleet.kernels.logs import reopen_log
 from kernelfleet.kernels.persistence import rebuild_manager
@@ -147,23 +149,43 @@ async def reattach_all(registry: KernelLifecycle, answer_within: float) -> Reatt
         return report
     rows = await store.all()
 
+    def tell(row: StoredKernel, outcome: str, cause: str = "", message: str = "") -> None:
+        registry.events.publish(
+            KernelEvent(
+                "reattach",
+                outcome,
+                kernel_id=row.id,
+                kernelspec=row.name,
+                owner=row.owner,
+                host=row.host or "",
+                cause=cause,
+                message=message,
+                source="gateway",
+            )
+        )
+
     async def one(row: StoredKernel) -> None:
         try:
             outcome = await adopt(registry, row, claim=True, answer_within=answer_within)
         except SecretBoxError as exc:
             registry.log.error("kernel %s: %s", row.id, exc)
             report.failed += 1
+            tell(row, "failed", "secret", str(exc))
             return
-        except Exception:
+        except Exception as exc:
             registry.log.exception("could not reattach kernel %s", row.id)
             report.failed += 1
+            tell(row, "failed", "error", describe(exc))
             return
         if outcome == "reattached":
             report.reattached += 1
+            tell(row, "ok")
         elif outcome == "gone":
             report.gone += 1
+            tell(row, "failed", "gone")
         elif outcome == "orphan":
             report.orphans_stopped += 1
+            tell(row, "failed", "orphan")
 
     await asyncio.gather(*(one(r) for r in rows if r.id not in registry.records))
     return report

@@ -18,6 +18,7 @@ import datetime as dt
 import enum
 from typing import TYPE_CHECKING, Any
 
+from kernelfleet.kernels.profiles import SEPARATOR
 from kernelfleet.kernels.timestamps import format_timestamp, utcnow
 from kernelfleet.provisioners.base import KernelfleetProvisioner
 
@@ -79,6 +80,11 @@ class KernelRecord:
         return prov.host if isinstance(prov, KernelfleetProvisioner) else None
 
     @property
+    def profile(self) -> str:
+        """The kernel's profile: the gateway sets KERNEL_PROFILE when profiles are on."""
+        return self.env.get("KERNEL_PROFILE", "")
+
+    @property
     def alive(self) -> bool:
         return self.lifecycle in {Lifecycle.RUNNING, Lifecycle.RESTARTING}
 
@@ -87,7 +93,8 @@ def kernel_model(record: KernelRecord) -> dict[str, Any]:
     """The kernel model of the Kernel Gateway API (see contract.md)."""
     model: dict[str, Any] = {
         "id": record.id,
-        "name": record.name,
+        # a kernel with a profile is the kernelspec x profile pair clients see and pick
+        "name": f"{record.name}{SEPARATOR}{record.profile}" if record.profile else record.name,
         "last_activity": format_timestamp(record.last_activity),
         "execution_state": record.execution_state,
         "connections": record.connections,

@@ -19,12 +19,21 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from kernelfleet.errors import Conflict, Forbidden, LimitReached, NotFound, PublicError
+from kernelfleet.errors import (
+    Conflict,
+    Forbidden,
+    LimitReached,
+    NotFound,
+    PublicError,
+    describe,
+)
 from kernelfleet.kernels import policy as pol
+from kernelfleet.kernels import profiles as prof
 from kernelfleet.kernels.catalog import KernelSpecCatalog
+from kernelfleet.kernels.events import KernelEvent, backend_of, cause_of, outcome_of
 from kernelfleet.kernels.identity import Identity
 from kernelfleet.kernels.lifecycle import KernelLifecycle
 from kernelfleet.kernels.liveness import KernelMonitor
@@ -52,6 +61,9 @@ class KernelRegistry(KernelLifecycle):
         self._stopping: dict[str, asyncio.Task[None]] = {}
         self._sync_lock = asyncio.Lock()
         self._synced_at = 0.0
+        #: Awaited before every start decision: the gateway's config reload makes sure the
+        #: configuration file's latest limits are in force (kernelfleet.gateway.reload).
+        self.before_start: Callable[[], Awaitable[None]] | None = None
 
     # -- lookup ---------------------------------------------------------------------------
 
@@ -96,12 +108,54 @@ class KernelRegistry(KernelLifecycle):
 
     # -- start ----------------------------------------------------------------------------
 
-    async def start_kernel(self, identity: Identity, body: dict[str, Any]) -> KernelRecord:
+    async def start_kernel(
+        self, identity: Identity, body: dict[str, Any], *, source: str = "api"
+    ) -> KernelRecord:
         """Validate, authorize, reserve a slot, launch and wait until the kernel is ready.
 
         A compatible kernel from the warm pool is handed over instead of a launch when there
-        is one (see :mod:`kernelfleet.kernels.pool`).
+        is one (see :mod:`kernelfleet.kernels.pool`). The start, its refusal or its failure
+        is published on :attr:`events`.
         """
+        began = time.monotonic()
+        facts: dict[str, Any] = {"kernelspec": str(body.get("name") or "")[:200]}
+        try:
+            record = await self._start_kernel(identity, body, facts)
+        except Exception as exc:
+            self.events.publish(
+                KernelEvent(
+                    "start",
+                    outcome_of(exc),
+                    actor=identity.user,
+                    admin=identity.admin,
+                    cause=cause_of(exc),
+                    message=exc.message if isinstance(exc, PublicError) else describe(exc),
+                    seconds=time.monotonic() - began,
+                    source=source,
+                    **facts,
+                )
+            )
+            raise
+        facts.pop("kernel_id", None)
+        self.events.publish(
+            KernelEvent(
+                "start",
+                actor=identity.user,
+                admin=identity.admin,
+                kernel_id=record.id,
+                host=record.host or "",
+                seconds=time.monotonic() - began,
+                source=source,
+                **facts,
+            )
+        )
+        return record
+
+    async def _start_kernel(
+        self, identity: Identity, body: dict[str, Any], facts: dict[str, Any]
+    ) -> KernelRecord:
+        if self.before_start is not None:
+            await self.before_start()
         if self.closing:
             raise PublicError(
                 "The gateway is shutting down; start the kernel again in a moment.",
@@ -109,13 +163,41 @@ class KernelRegistry(KernelLifecycle):
                 reason="Gateway Stopping",
             )
         gw = self.policy()
+        table = self.profiles.table()
         name = body.get("name") or await self.catalog.default_name()
         pol.check_kernelspec_name(name)
+        name, named_profile = prof.split_published(name, table.profiles)
         pol.check_kernelspec_allowed(name, gw)
         entry = await self.catalog.get(name)
+        facts.update(kernelspec=name, backend=backend_of(entry.spec))
         req_env = pol.validate_request_env(body.get("env"))
-        owner = pol.resolve_owner(identity.user, identity.admin, req_env)
+        owner = pol.resolve_owner(
+            identity.user, identity.admin, req_env, name_fixed=identity.name_fixed
+        )
+        claimed = req_env.get("KERNEL_USERNAME")
+        if claimed and claimed != owner:  # only a name fixed by an authority gets here
+            self.log.info(
+                "KERNEL_USERNAME %r ignored: %s verified the caller as %r, who owns the kernel",
+                claimed[:64],
+                identity.authority,
+                owner,
+            )
+        facts["owner"] = owner
         pol.check_user_allowed(owner, name, entry.policy, gw)
+        profile, allowance = None, prof.Allowance()
+        if table.active:
+            groups = identity.groups if owner == identity.user else frozenset()
+            allowance = prof.allowance_for(owner, groups, table.allowances)
+            profile = prof.choose_profile(
+                spec_name=name,
+                backend=facts["backend"],
+                requested=named_profile or req_env.get("KERNEL_PROFILE"),
+                default=table.default,
+                profiles=table.profiles,
+                allowance=allowance,
+                user=owner,
+            )
+            facts["profile"] = profile.name if profile is not None else ""
         timeout = pol.launch_timeout(req_env, entry.policy, gw)
         if "KERNEL_ID" in req_env:
             if not identity.admin:
@@ -132,15 +214,25 @@ class KernelRegistry(KernelLifecycle):
         else:
             kernel_id = str(uuid.uuid4())
         env = pol.kernel_env(req_env, self.process_env(), gw, kernel_id=kernel_id, username=owner)
+        env.pop("KERNEL_PROFILE", None)  # only the gateway names a kernel's profile
+        if table.active:  # and, with profiles on, its limits
+            for key in prof.PROFILE_ENV:
+                env.pop(key, None)
+            if profile is not None:
+                env.update(profile.env())
 
         # Check and reserve with no await in between: concurrent requests cannot overshoot.
-        # A shared store counts at the write instead (our view of it may be stale).
+        # A shared store counts at the write instead (our view of it may be stale; allowances
+        # are checked against it all the same).
         local = not self.shared_store
         if local and gw.max_kernels_per_user and self.live_count(owner) >= gw.max_kernels_per_user:
             raise pol.limit_reached("user", owner, gw, shared=False)
-        if self.pool is not None:
+        if table.active:
+            prof.check_allowance(owner, profile, allowance, self.usage(owner, table))
+        if self.pool is not None and (profile is None or profile.limits() is None):
             pooled = self.pool.take(entry, req_env)
             if pooled is not None:
+                facts["pooled"] = True
                 try:
                     return await self.pool.hand_over(pooled, owner=owner, env=env)
                 except asyncio.CancelledError:
@@ -151,6 +243,7 @@ class KernelRegistry(KernelLifecycle):
                 except Exception as exc:  # fall through to a fresh kernel
                     self.log.warning("warm kernel %s discarded: %s", pooled.id, exc)
                     await self.destroy(pooled)
+                    facts["pooled"] = False
         if local and gw.max_kernels and self.live_count() >= gw.max_kernels:
             raise pol.limit_reached("total", owner, gw, shared=False)
         record = KernelRecord(
@@ -164,37 +257,118 @@ class KernelRegistry(KernelLifecycle):
         )
         return await self.launch_record(record, entry)
 
+    def usage(self, owner: str, table: prof.ProfileTable) -> prof.Usage:
+        """What *owner*'s live kernels take now (memory: as their profiles set it)."""
+        mine = [
+            r
+            for r in self.records.values()
+            if r.owner == owner and r.lifecycle is not Lifecycle.DEAD
+        ]
+        memory = 0
+        for record in mine:
+            profile = table.profiles.get(record.profile)
+            if profile is not None and profile.memory:
+                memory += profile.memory
+        return prof.Usage(kernels=len(mine), memory=memory)
+
     # -- actions --------------------------------------------------------------------------
 
-    async def shutdown_kernel(self, kernel_id: str, identity: Identity) -> None:
-        """Shut a kernel down gracefully (idempotent: a second call waits for the first)."""
-        record = await self.find(kernel_id, identity)
-        task = self._stopping.get(kernel_id)
-        if task is None:
-            task = asyncio.create_task(self.shutdown_record(record))
-            self._stopping[kernel_id] = task
-            task.add_done_callback(lambda _t: self._stopping.pop(kernel_id, None))
-        await asyncio.shield(task)
+    async def shutdown_kernel(
+        self,
+        kernel_id: str,
+        identity: Identity,
+        *,
+        action: str = "shutdown",
+        source: str = "api",
+        cause: str = "",
+    ) -> None:
+        """Shut a kernel down gracefully (idempotent: a second call waits for the first).
+        *action* and *cause* are what the events say ("cull", "idle" for the culler)."""
+        async with self._acting(action, kernel_id, identity, source, cause):
+            record = await self.find(kernel_id, identity)
+            task = self._stopping.get(kernel_id)
+            if task is None:
+                task = asyncio.create_task(self.shutdown_record(record))
+                self._stopping[kernel_id] = task
+                task.add_done_callback(lambda _t: self._stopping.pop(kernel_id, None))
+            await asyncio.shield(task)
 
-    async def interrupt_kernel(self, kernel_id: str, identity: Identity) -> None:
-        record = await self.find(kernel_id, identity)
-        if record.manager is None or not record.alive:
-            raise Conflict(
-                f"Kernel {kernel_id} is {record.lifecycle.value}; it cannot be interrupted."
-            )
-        await record.manager.interrupt_kernel()
-        record.touch()
-
-    async def restart_kernel(self, kernel_id: str, identity: Identity) -> KernelRecord:
-        """Restart in place (same kernelspec, same host for remote provisioners), same id."""
-        record = await self.find(kernel_id, identity)
-        async with record.lock:
-            if record.lifecycle in {Lifecycle.STOPPING, Lifecycle.STARTING} or not record.manager:
+    async def interrupt_kernel(
+        self, kernel_id: str, identity: Identity, *, source: str = "api"
+    ) -> None:
+        async with self._acting("interrupt", kernel_id, identity, source):
+            record = await self.find(kernel_id, identity)
+            if record.manager is None or not record.alive:
                 raise Conflict(
-                    f"Kernel {kernel_id} is {record.lifecycle.value}; it cannot be restarted now."
+                    f"Kernel {kernel_id} is {record.lifecycle.value}; it cannot be interrupted."
                 )
-            await self.restart_in_place(record, now=False)
-        return record
+            await record.manager.interrupt_kernel()
+            record.touch()
+
+    async def restart_kernel(
+        self, kernel_id: str, identity: Identity, *, source: str = "api"
+    ) -> KernelRecord:
+        """Restart in place (same kernelspec, same host for remote provisioners), same id."""
+        async with self._acting("restart", kernel_id, identity, source):
+            record = await self.find(kernel_id, identity)
+            async with record.lock:
+                if (
+                    record.lifecycle in {Lifecycle.STOPPING, Lifecycle.STARTING}
+                    or not record.manager
+                ):
+                    raise Conflict(
+                        f"Kernel {kernel_id} is {record.lifecycle.value}; it cannot be restarted "
+                        "now."
+                    )
+                await self.restart_in_place(record, now=False)
+            return record
+
+    @contextlib.asynccontextmanager
+    async def _acting(
+        self, action: str, kernel_id: str, identity: Identity, source: str, cause: str = ""
+    ) -> AsyncIterator[None]:
+        """Publish *action* on a kernel with its outcome (a kernel another user owns, or none,
+        is 'not found' and published without its facts)."""
+        began = time.monotonic()
+        record = self.records.get(kernel_id)
+        known = record is not None and identity.may_access(record.owner)
+        facts: dict[str, Any] = {}
+        if record is not None and known:
+            facts = {
+                "kernelspec": record.name,
+                "profile": record.profile,
+                "owner": record.owner,
+                "backend": backend_of(record.spec),
+                "host": record.host or "",
+            }
+        error: Exception | None = None
+        try:
+            yield
+        except Exception as exc:
+            error = exc
+            raise
+        finally:
+            if not isinstance(error, asyncio.CancelledError):
+                self.events.publish(
+                    KernelEvent(
+                        action,
+                        outcome_of(error),
+                        actor=identity.user,
+                        admin=identity.admin,
+                        kernel_id=kernel_id,
+                        cause=cause_of(error) if error is not None else cause,
+                        message=(
+                            ""
+                            if error is None
+                            else error.message
+                            if isinstance(error, PublicError)
+                            else describe(error)
+                        ),
+                        seconds=time.monotonic() - began,
+                        source=source,
+                        **facts,
+                    )
+                )
 
     # -- whole registry -------------------------------------------------------------------
 

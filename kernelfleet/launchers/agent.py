@@ -49,6 +49,7 @@ import time
 
 # The gateway ships hostlib.py with this file and installs it as the top-level module
 # kernelfleet_hostlib before running main() (see kernelfleet.transport.protocol).
+import kernelfleet_cgroups  # type: ignore[import-not-found]
 import kernelfleet_hostlib  # type: ignore[import-not-found]
 from kernelfleet_hostlib import (  # type: ignore[import-not-found]
     ENV_NAME_RE,
@@ -80,6 +81,20 @@ MAX_LINE = 64 * 1024 * 1024
 LOG_TAIL = 2000
 PORT_ATTEMPTS = 3
 STALE_RECORD_SECONDS = 7 * 24 * 3600
+
+
+def popen_in_cgroups(launch):
+    """Start the kernel (blocking: run in a thread) and move it into its cgroups at once."""
+    popen = popen_kernel(launch, HOSTLIB_SOURCE, sys.executable)
+    if launch["cgroups"]:
+        try:
+            kernelfleet_cgroups.join(launch["cgroups"], popen.pid)
+        except OSError as exc:
+            popen.kill()
+            popen.wait()
+            kernelfleet_cgroups.remove(launch["cgroups"])
+            raise AgentError("limits", f"cannot put the kernel in its cgroup: {exc}") from None
+    return popen
 
 
 class Kernel:
@@ -210,9 +225,12 @@ class Agent:
         kernel.exited.set()
         kernel.record["exited"] = True
         kernel.record["exit_code"] = code
+        event = {"event": "exit", "kernel_id": kernel.kernel_id, "pid": kernel.pid, "code": code}
+        if kernelfleet_cgroups.oom_killed(kernel.record.get("cgroups") or []):
+            kernel.record["exit_reason"] = event["reason"] = "oom"
         with contextlib.suppress(OSError):
             self.save_record(kernel)
-        self.send({"event": "exit", "kernel_id": kernel.kernel_id, "pid": kernel.pid, "code": code})
+        self.send(event)
 
     def spawn(self, coro):
         task = self.loop.create_task(coro)
@@ -343,6 +361,8 @@ class Agent:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(kernel.exited.wait(), 5.0)
         record = kernel.record
+        if record.get("cgroups"):
+            await self.loop.run_in_executor(None, kernelfleet_cgroups.remove, record["cgroups"])
         runtime_dir = record.get("runtime_dir")
         if not keep_log and record.get("log_owned"):
             with contextlib.suppress(OSError, KeyError):
@@ -396,6 +416,10 @@ class Agent:
             raise AgentError("protocol", "env must map variable names to strings")
         ip = request.get("ip") or "0.0.0.0"
         deadline = time.monotonic() + float(request.get("timeout", 60))
+        limits = request.get("limits") or {}
+        memory, cpus = limits.get("memory"), limits.get("cpus")
+        if not all(v is None or (isinstance(v, (int, float)) and v > 0) for v in (memory, cpus)):
+            raise AgentError("protocol", "limits must be positive numbers")
 
         # The kernel's private files live in its user's runtime root; under sudo that user
         # creates them itself (exec_kernel), and the log stays with the agent so it can read it.
@@ -433,7 +457,16 @@ class Agent:
             "connection": request.get("connection") or {},
             "kernel_name": request.get("kernel_name", ""),
             "log_path": log_path,
+            "cgroups": [],
         }
+        if memory or cpus:  # a kernel profile's limits: a cgroup of its own
+            try:
+                launch["cgroups"] = await self.loop.run_in_executor(
+                    None, kernelfleet_cgroups.create, kid, memory, cpus
+                )
+            except kernelfleet_cgroups.CgroupError as exc:
+                msg = f"this host cannot enforce the kernel's limits: {exc}"
+                raise AgentError("limits", msg) from None
 
         last_failure = None
         for attempt in range(PORT_ATTEMPTS):
@@ -458,6 +491,7 @@ class Agent:
                     mode=mode,
                     ip=ip,
                     ports=ports,
+                    cgroups=launch["cgroups"],
                 )
                 self.save_record(kernel)
                 if await self.wait_ready(kernel, ip, ports, deadline):
@@ -481,6 +515,8 @@ class Agent:
                         "the kernel process exited during startup; end of its log:\n" + tail,
                     )
             except BaseException:
+                if kernel is None:
+                    kernelfleet_cgroups.remove(launch["cgroups"], wait=0)
                 if kernel is not None:
                     await self.cleanup(kid, keep_log=False)
                 elif mode != "sudo":
@@ -501,9 +537,7 @@ class Agent:
     async def start_process(self, launch):
         """Start the kernel process described by *launch*; returns its :class:`Kernel`."""
         pw, mode = launch["pw"], launch["mode"]
-        popen = await self.loop.run_in_executor(
-            None, popen_kernel, launch, HOSTLIB_SOURCE, sys.executable
-        )
+        popen = await self.loop.run_in_executor(None, popen_in_cgroups, launch)
         record = {
             "pid": popen.pid,
             "pgid": popen.pid,

@@ -60,6 +60,21 @@ class LaunchTerms:
 
     timeout: float
     on_checkpoint: Callable[[], Awaitable[None]] | None = None
+    #: The kernel profile's limits, for a backend that enforces them itself (SSH: a cgroup
+    #: per kernel); container backends get them as KERNEL_MEMORY / KERNEL_CPUS too.
+    limits: ResourceLimits | None = None
+
+
+@dataclass(frozen=True)
+class ResourceLimits:
+    """What a kernel profile allows one kernel: bytes of memory, CPUs (None: no limit)."""
+
+    profile: str
+    memory: int | None = None
+    cpus: float | None = None
+
+    def as_request(self) -> dict[str, Any]:
+        return {"profile": self.profile, "memory": self.memory, "cpus": self.cpus}
 
 
 class Backend:

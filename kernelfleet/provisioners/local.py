@@ -6,6 +6,9 @@ subclass keeps the kernel's pid, process group and start time in its checkpoint 
 has no ``Popen``, manages the process by pid: liveness through a pidfd (the process is the
 same one only if its start time matches, so a recycled pid is never mistaken for the kernel),
 signals to the process group, and :meth:`wait` awaiting the pidfd instead of polling.
+
+A kernel profile's memory and CPU limits hold for local kernels as for SSH kernels: a cgroup
+per kernel (:mod:`kernelfleet.launchers.cgroups`), which needs a gateway running as root.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from jupyter_client.provisioning.local_provisioner import (
     LocalProvisioner as _JupyterLocalProvisioner,
 )
 
+from kernelfleet.errors import LaunchFailed
+from kernelfleet.launchers import cgroups
 from kernelfleet.provisioners.base import Backend, KernelfleetProvisioner
 
 
@@ -64,6 +69,7 @@ class LocalProvisioner(_JupyterLocalProvisioner, KernelfleetProvisioner):  # typ
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.start_time: int | None = None
+        self.cgroups: list[str] = []
 
     def make_backend(self) -> Backend:
         return LocalBackend()
@@ -82,11 +88,41 @@ class LocalProvisioner(_JupyterLocalProvisioner, KernelfleetProvisioner):  # typ
         # Without 'independent', jupyter_client sets JPY_PARENT_PID and ipykernel exits as soon
         # as its parent (the gateway) does: kernels must outlive the gateway to be reattached.
         kwargs.setdefault("independent", True)
+        limits = self.terms.limits if self.terms is not None else None
+        if limits is not None:
+            try:
+                self.cgroups = await asyncio.to_thread(
+                    cgroups.create, str(self.kernel_id), limits.memory, limits.cpus
+                )
+            except cgroups.CgroupError as exc:
+                raise LaunchFailed(
+                    f"Kernel '{self.kernel_spec.display_name}' not started: profile "
+                    f"'{limits.profile}' sets limits and {exc}."
+                ) from None
         info = await super().launch_kernel(cmd, **kwargs)
         if self.pid:
+            if self.cgroups:  # at once: the new process is still loading Python
+                await asyncio.to_thread(cgroups.join, self.cgroups, self.pid)
             self.start_time = process_start_time(self.pid)
         await self.checkpoint_reached()  # the pid: found and stopped if the gateway dies now
         return info
+
+    def exit_reason(self) -> str | None:
+        if not self.cgroups or not cgroups.oom_killed(self.cgroups):
+            return None
+        limits = self.terms.limits if self.terms is not None else None
+        allows = (
+            f"its profile '{limits.profile}' allows {limits.memory / 1024**2:.0f} MiB"
+            if limits is not None and limits.memory
+            else "its memory limit"
+        )
+        return f"it ran out of memory: {allows}, and the kernel was killed on reaching it"
+
+    async def cleanup(self, restart: bool = False) -> None:
+        await super().cleanup(restart)
+        if self.cgroups:
+            await asyncio.to_thread(cgroups.remove, self.cgroups)
+            self.cgroups = []
 
     async def poll(self) -> int | None:
         if self.process is not None:
@@ -159,11 +195,13 @@ class LocalProvisioner(_JupyterLocalProvisioner, KernelfleetProvisioner):  # typ
     async def get_provisioner_info(self) -> dict[str, Any]:
         info: dict[str, Any] = await super().get_provisioner_info()
         info["start_time"] = self.start_time
+        info["cgroups"] = self.cgroups
         return info
 
     async def load_provisioner_info(self, provisioner_info: dict[str, Any]) -> None:
         await super().load_provisioner_info(provisioner_info)
         self.start_time = provisioner_info.get("start_time")
+        self.cgroups = list(provisioner_info.get("cgroups") or [])
 
 
 def _processes_of_kernel(kernel_id: str) -> list[int]:

@@ -126,6 +126,18 @@ class SSHProvisioner(RemoteProvisioner, SSHOptions):  # type: ignore[misc,metacl
     def check_settings(self) -> None:
         self.ports()  # validate before anything is placed
 
+    def exit_reason(self) -> str | None:
+        watch = self.watch
+        if not isinstance(watch, KernelWatch) or watch.exit_reason != "oom":
+            return None
+        limits = self.terms.limits if self.terms is not None else None
+        if limits is not None and limits.memory:
+            return (
+                f"it ran out of memory: its profile '{limits.profile}' allows "
+                f"{limits.memory / 1024**2:.0f} MiB, and the kernel was killed on reaching it"
+            )
+        return "it ran out of memory: its memory limit killed it"
+
     def _link(self) -> HostLink | None:
         host = self.host
         return self.fleet.link(self.target_for(host)) if host else None
@@ -169,6 +181,7 @@ class SSHProvisioner(RemoteProvisioner, SSHOptions):  # type: ignore[misc,metacl
             cwd=cwd,
             ip=ip,
             ports=preferred or None,
+            limits=self.terms.limits.as_request() if self.terms and self.terms.limits else None,
         )
         watch = self.watch = link.watch(kid)
         try:

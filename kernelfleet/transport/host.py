@@ -44,6 +44,9 @@ class KernelWatch:
         self.kernel_id = kernel_id
         self.pid = pid
         self.exit_code: int | None = None
+        #: Why it ended when the agent knows more than the code ("oom": its cgroup's memory
+        #: limit killed it).
+        self.exit_reason = ""
         self.exited = asyncio.Event()
         self._early: dict[int, int | None] = {}
 
@@ -223,6 +226,9 @@ class HostLink:
             if watch is not None:
                 pid = message.get("pid")
                 code = message.get("code")
+                reason = message.get("reason")
+                if isinstance(reason, str) and (watch.pid is None or pid == watch.pid):
+                    watch.exit_reason = reason
                 watch.on_exit(pid if isinstance(pid, int) else None, code)
 
     def _spawn(self, coro: Any) -> None:

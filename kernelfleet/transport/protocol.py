@@ -41,7 +41,7 @@ _BOOTSTRAP_CODE = (
 )
 
 #: Helper modules shipped with the agent: (module name on the host, file in launchers/).
-_AGENT_MODULES = (("kernelfleet_hostlib", "hostlib.py"),)
+_AGENT_MODULES = (("kernelfleet_hostlib", "hostlib.py"), ("kernelfleet_cgroups", "cgroups.py"))
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -185,6 +185,7 @@ def build_launch_request(
     cwd: str | None,
     ip: str | None,
     ports: Mapping[str, int] | None = None,
+    limits: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The fields of the ``launch`` request for the agent.
 
@@ -204,6 +205,7 @@ def build_launch_request(
         "cwd": cwd,
         "ip": ip,
         "ports": dict(ports) if ports else None,
+        "limits": dict(limits) if limits else None,
     }
 
 

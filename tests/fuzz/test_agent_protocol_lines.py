@@ -34,7 +34,7 @@ from kernelfleet.transport.agent_client import (
     SSHTarget,
     parse_line,
 )
-from kernelfleet.transport.protocol import AGENT_VERSION
+from kernelfleet.transport.protocol import _AGENT_MODULES, AGENT_VERSION
 from tests.fuzz.strategies import fuzz_settings, hostile_text, json_values
 
 #: A failing example with a 100 kB line must still be reported (not turned into an error).
@@ -98,13 +98,15 @@ lines = (
 
 
 def load_agent() -> types.ModuleType:
-    """Install hostlib as ``kernelfleet_hostlib`` and run agent.py, as _BOOTSTRAP_CODE does."""
+    """Install the agent's helper modules (``kernelfleet_hostlib``, ``kernelfleet_cgroups``)
+    and run agent.py, as _BOOTSTRAP_CODE does."""
     files = resources.files("kernelfleet.launchers")
-    hostlib_src = files.joinpath("hostlib.py").read_text("utf-8")
-    hostlib = types.ModuleType("kernelfleet_hostlib")
-    hostlib.__source__ = hostlib_src  # type: ignore[attr-defined]
-    sys.modules["kernelfleet_hostlib"] = hostlib
-    exec(compile(hostlib_src, "kernelfleet_hostlib", "exec"), hostlib.__dict__)
+    for name, file in _AGENT_MODULES:
+        source = files.joinpath(file).read_text("utf-8")
+        module = types.ModuleType(name)
+        module.__source__ = source  # type: ignore[attr-defined]
+        sys.modules[name] = module
+        exec(compile(source, name, "exec"), module.__dict__)
     agent = types.ModuleType("kernelfleet_agent")
     exec(compile(files.joinpath("agent.py").read_text("utf-8"), "agent", "exec"), agent.__dict__)
     return agent
@@ -112,9 +114,11 @@ def load_agent() -> types.ModuleType:
 
 @pytest.fixture
 def agent_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[types.ModuleType]:
-    monkeypatch.delitem(sys.modules, "kernelfleet_hostlib", raising=False)
+    for name, _ in _AGENT_MODULES:
+        monkeypatch.delitem(sys.modules, name, raising=False)
     agent = load_agent()
-    monkeypatch.setitem(sys.modules, "kernelfleet_hostlib", sys.modules["kernelfleet_hostlib"])
+    for name, _ in _AGENT_MODULES:
+        monkeypatch.setitem(sys.modules, name, sys.modules[name])
 
     def no_process(launch: dict[str, Any], *args: Any) -> Any:
         raise agent.AgentError("exec", f"executable not found: {launch['argv'][0]!r:.50}")
