@@ -66,6 +66,8 @@ DEADLINE_MARGIN = 1.0
 EVENTS_EVERY = 1.0
 #: Seconds a new namespace may lack its default service account (the controller makes it).
 SA_WAIT = 10.0
+#: Seconds a per-kernel namespace's new quota may take to be in force before the pod is made.
+QUOTA_WAIT = 15.0
 #: Seconds a log request waits for the kubelet to report a running kernel's container started.
 LOG_WAIT = 10.0
 
@@ -247,16 +249,37 @@ class K8sProvisioner(RemoteProvisioner, K8sOptions):  # type: ignore[misc,metacl
             if exc.status != 409:
                 raise self._api_error(exc, "create", "namespaces", namespace) from None
         if self.namespace_quota:
-            await self._create(
-                ns_path(namespace, "resourcequotas"),
-                quota_manifest(namespace, self.namespace_quota, params),
-                "resourcequotas",
-            )
+            quota = quota_manifest(namespace, self.namespace_quota, params)
+            await self._create(ns_path(namespace, "resourcequotas"), quota, "resourcequotas")
             await self._create(
                 ns_path(namespace, "limitranges"),
                 limit_range_manifest(namespace, self.cpus, self.memory, params),
                 "limitranges",
             )
+            await self._quota_in_force(namespace, quota["metadata"]["name"])
+
+    async def _quota_in_force(self, namespace: str, name: str) -> None:
+        """Wait until the quota controller has taken the new quota in (its status has
+        ``hard``): a pod created before the API server's quota admission knows the quota is
+        admitted without it (a just-made namespace's empty quota list is cached), and the
+        kernel would then run outside its quota."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + min(QUOTA_WAIT, max(0.5, self.time_left()))
+        delay = 0.05
+        while True:
+            try:
+                found = await self.k8s.api.get(f"{ns_path(namespace, 'resourcequotas')}/{name}")
+            except KubeError as exc:
+                raise self._api_error(exc, "get", "resourcequotas", namespace) from None
+            if (found.get("status") or {}).get("hard"):
+                return
+            if loop.time() >= until:
+                log.warning(
+                    "quota %s/%s not in force after %.0f s; going on", namespace, name, QUOTA_WAIT
+                )
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)
 
     async def _create(
         self, path: str, body: dict[str, Any], resource: str, replace: bool = False

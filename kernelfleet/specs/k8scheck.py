@@ -10,9 +10,9 @@ them), under the identity the gateway will use:
 - ``permissions``: one SelfSubjectAccessReview per right the namespace mode needs: in shared
   mode the kernel rights (pods create/get/list/watch/delete, pods/log get, secrets
   create/list/delete, events list) in the namespace and in each allowed namespace; in
-  per-kernel mode namespaces create/delete/list, resourcequotas create and the kernel rights
-  cluster-wide (and in each allowed namespace). Each scope that lacks rights is one row with
-  the ``kubectl apply`` of ``deploy/kubernetes`` that grants them;
+  per-kernel mode namespaces create/delete/list, resourcequotas create and get, and the
+  kernel rights cluster-wide (and in each allowed namespace). Each scope that lacks rights is
+  one row with the ``kubectl apply`` of ``deploy/kubernetes`` that grants them;
 - ``namespace``: the shared namespace and each allowed one exists and is not being deleted
   (``GET`` it; an identity that may not read namespaces asks with a dry-run Secret instead);
 - ``image``: the image (and each allowed image) is among the nodes' ``status.images`` (which
@@ -85,7 +85,11 @@ KERNEL_RIGHTS = (
 )
 #: What per-kernel mode does besides, cluster-wide.
 NAMESPACE_RIGHTS = tuple(Access(verb, "namespaces") for verb in ("create", "delete", "list"))
-QUOTA_RIGHTS = (Access("create", "resourcequotas"), Access("create", "limitranges"))
+QUOTA_RIGHTS = (
+    Access("create", "resourcequotas"),
+    Access("get", "resourcequotas"),
+    Access("create", "limitranges"),
+)
 
 
 @dataclass(frozen=True)

@@ -76,14 +76,15 @@ def test_shared_mode_needs_the_kernel_rights_in_its_namespace_and_each_allowed_o
 
 def test_per_kernel_mode_needs_namespaces_quotas_and_the_kernel_rights_cluster_wide() -> None:
     needed = k8scheck.needed_access(target(namespace_mode="per-kernel"))
-    assert needed[:5] == [
+    assert needed[:6] == [
         Access("create", "namespaces"),
         Access("delete", "namespaces"),
         Access("list", "namespaces"),
         Access("create", "resourcequotas"),
+        Access("get", "resourcequotas"),
         Access("create", "limitranges"),
     ]
-    assert len(needed) == 14 and all(a.namespace == "" for a in needed)
+    assert len(needed) == 15 and all(a.namespace == "" for a in needed)
     no_quota = k8scheck.needed_access(target(namespace_mode="per-kernel", quota=False))
     assert Access("create", "resourcequotas") not in no_quota and len(no_quota) == 12
 
