@@ -118,8 +118,8 @@ async def servers(
 
 async def kernel_on_host(ui: NotebookUI, servers: Servers, host: TestHost) -> str:
     """Open a notebook of ``nearby``, run a cell on the host; return the session's kernel id."""
-    await ui.open(servers, write_notebook(servers.root, "remote.ipynb", NAME, DISPLAY))
-    await ui.settled(DISPLAY)
+    path = write_notebook(servers.root, "remote.ipynb", NAME, DISPLAY)
+    await ui.opened_and_settled(servers, path, DISPLAY)
     cell = await ui.run(0, HOSTNAME)
     await ui.expect(cell.locator(".jp-OutputArea-output")).to_have_text(host.name)
     (kernel_id,) = await session_kernels(ui.page)

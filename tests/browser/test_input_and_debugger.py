@@ -28,8 +28,7 @@ BREAK_LINE = 3
 
 async def open_python_notebook(ui: NotebookUI, servers: Servers) -> None:
     path = write_notebook(servers.root, "features.ipynb", "python3", "Python 3")
-    await ui.open(servers, path)
-    await ui.settled("Python 3")
+    await ui.opened_and_settled(servers, path, "Python 3")
 
 
 async def test_input_is_answered_in_the_output_area(
