@@ -49,7 +49,7 @@ def kernel_row(record: KernelRecord, memory: int | None) -> dict[str, Any]:
         "owner": record.owner if not record.pooled else POOL,
         "spec": record.name,
         "display_name": str(record.spec.get("display_name") or record.name),
-        "profile": record.env.get("KERNEL_PROFILE", ""),
+        "profile": record.profile,
         "backend": backend,
         "host": host_of(record, backend),
         "state": state_of(record),

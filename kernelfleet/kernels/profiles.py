@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from traitlets import Bool, Dict, TraitError, Unicode, validate
+from traitlets import Bool, Dict, TraitError, Unicode, observe, validate
 from traitlets.config import LoggingConfigurable
 
 from kernelfleet.config import option
@@ -433,10 +433,20 @@ class KernelProfiles(LoggingConfigurable):
             raise TraitError(str(exc)) from None
         return proposal["value"]
 
+    _table: ProfileTable | None = None
+
+    @observe("profiles", "allowances", "default_profile", "publish_profiles")
+    def _forget_table(self, change: Any) -> None:
+        self._table = None
+
     def table(self) -> ProfileTable:
-        return ProfileTable(
-            profiles=parse_profiles(self.profiles),
-            allowances=self.allowances,
-            default=self.default_profile,
-            publish=self.publish_profiles,
-        )
+        """The options, parsed once per change (every start, cull round, listing and scrape
+        reads them)."""
+        if self._table is None:
+            self._table = ProfileTable(
+                profiles=parse_profiles(self.profiles),
+                allowances=self.allowances,
+                default=self.default_profile,
+                publish=self.publish_profiles,
+            )
+        return self._table
