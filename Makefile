@@ -14,11 +14,13 @@ STAMP := $(VENV)/.installed-stamp
 # pause program, openssl for the cluster's certificates, Debian's registry for image pulls, Go
 # to build Kubernetes (scripts/k8s-deps.sh), Debian's Docker 20.10 for the engine of
 # tests/docker, and Prometheus 2.42 for tests/platform/test_prometheus.py (which starts its own
-# server on a free port; the Debian service the package may start is stopped at once).
+# server on a free port; the Debian service the package may start is stopped at once), and
+# HAProxy 2.6 for the gateway replicas of tests/ha (run in the foreground by the tests, on a
+# free port; the Debian service's default config listens on no port).
 SYSTEM_PACKAGES := openssh-server chromium iproute2 procps python3-ipykernel sudo postgresql \
 	openjdk-17-jre-headless r-base-core r-cran-irkernel maven containerd runc \
 	containernetworking-plugins mmdebstrap busybox-static gcc libc6-dev openssl docker-registry \
-	docker.io prometheus
+	docker.io prometheus haproxy
 
 .PHONY: install system-deps toree-env yarn-deps k8s-deps images k8s-up k8s-down k8s-status \
 	docker-up docker-down docker-status hub-deps run test \
@@ -55,6 +57,7 @@ system-deps:
 	command -v docker-registry >/dev/null 2>&1 || missing="$$missing docker-registry"; \
 	[ -x /usr/sbin/dockerd ] || missing="$$missing docker.io"; \
 	command -v prometheus >/dev/null 2>&1 || missing="$$missing prometheus"; \
+	[ -x /usr/sbin/haproxy ] || missing="$$missing haproxy"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing || exit 1; \
@@ -137,6 +140,14 @@ lint: install
 
 bench: install system-deps yarn-deps k8s-deps
 	$(BIN)/python -m benchmarks
+
+# The full figures of the many-clients scenarios (benchmarks/README.md, "Many clients"): a
+# 10-minute 200-client run against kernelfleet and then jupyter_server, and 10 soak runs of
+# 3 minutes in one gateway; about 55 min on 2 cores.
+.PHONY: bench-long
+bench-long: install
+	KF_BENCH_CLIENTS_SECONDS=600 KF_BENCH_SOAK_SECONDS=180 \
+	  $(BIN)/python -m benchmarks --only clients_200,soak_10 --scenario-timeout 3600
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -26,7 +26,11 @@ RUNNING: list[GatewayProcess] = []
 class GatewayProcess:
     """One gateway process; ``client`` talks to it. Always ``stop()`` or ``kill()`` it."""
 
-    def __init__(self, env: dict[str, str], *args: str, token: str = "tok") -> None:
+    def __init__(
+        self, env: dict[str, str], *args: str, token: str = "tok", cwd: str | None = None
+    ) -> None:
+        """*cwd*: the process's working directory (default: this process's). ``python -m``
+        puts it first on ``sys.path``: a tree of another version's package goes there."""
         self.port = free_port()
         self.token = token
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("KF_")}
@@ -48,6 +52,7 @@ class GatewayProcess:
                 *args,
             ],
             env=full_env,
+            cwd=cwd,
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )

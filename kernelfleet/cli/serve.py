@@ -38,6 +38,7 @@ from kernelfleet.kernels.liveness import KernelMonitor
 from kernelfleet.kernels.pool import KernelPool
 from kernelfleet.kernels.profiles import KernelProfiles
 from kernelfleet.kernels.registry import KernelRegistry
+from kernelfleet.kernels.replicas import ReplicaSettings
 
 
 def configurable_classes() -> list[type[Configurable]]:
@@ -49,6 +50,7 @@ def configurable_classes() -> list[type[Configurable]]:
         KernelRegistry,
         KernelMonitor,
         Culler,
+        ReplicaSettings,
         KernelPool,
         BridgeSettings,
         RequestLimits,

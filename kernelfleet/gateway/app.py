@@ -23,6 +23,7 @@ from tornado import httpserver, netutil, web
 from traitlets import Bool, Enum, Int, Unicode
 from traitlets.config import Config, LoggingConfigurable
 
+from kernelfleet import __version__
 from kernelfleet.config import option
 from kernelfleet.gateway import health, metrics, rest
 from kernelfleet.gateway.audit import AuditLog
@@ -38,6 +39,7 @@ from kernelfleet.kernels.persistence import Persister
 from kernelfleet.kernels.pool import KernelPool
 from kernelfleet.kernels.record import KernelRecord
 from kernelfleet.kernels.registry import KernelRegistry
+from kernelfleet.kernels.replicas import Replicas, ReplicaSettings
 from kernelfleet.kernels.secrets import SecretBox
 from kernelfleet.kernels.sessions import SessionStore
 from kernelfleet.kernels.stores import KernelStore, open_store
@@ -217,6 +219,8 @@ class Gateway(LoggingConfigurable):
             )
         self.registry = KernelRegistry(self.catalog, self.data_dir, persister, parent=self)
         self.culler = Culler(self.registry, parent=self)
+        self.replica_settings = ReplicaSettings(parent=self)
+        self.replicas: Replicas | None = None
         self.pool = KernelPool(self.registry, parent=self)
         self.registry.pool = self.pool
         self.bridge = BridgeSettings(parent=self)
@@ -292,6 +296,7 @@ class Gateway(LoggingConfigurable):
             self.registry,
             self.registry.monitor,
             self.culler,
+            self.replica_settings,
             self.pool,
             self.bridge,
             self.limits,
@@ -371,6 +376,9 @@ class Gateway(LoggingConfigurable):
         sockets = self._bind()
         self.server.add_sockets(sockets)
         self.bound_port = sockets[0].getsockname()[1]
+        if self.store is not None and self.store.shared:
+            self.replicas = Replicas(self.registry, self.replica_settings, self.url, __version__)
+            await self.replicas.start()
         self.registry.monitor.start()
         self.culler.start()
         await self._warm_up_provisioners()
@@ -417,6 +425,8 @@ class Gateway(LoggingConfigurable):
         self.registry.closing = True  # requests on open connections get a 503
         await self.culler.stop()
         await self.pool.stop()
+        if self.replicas is not None:
+            await self.replicas.stop()
         await self.registry.close(shutdown_kernels=self._doomed_on_stop(mode or self.stop_mode))
         if self.store is not None:
             await self.store.close()

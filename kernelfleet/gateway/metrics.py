@@ -9,7 +9,7 @@ What is measured, and where each figure comes from:
 - *Since the gateway started* (fed by the registry's :class:`~kernelfleet.kernels.events.EventBus`):
   starts by kernelspec, backend, outcome, cause and whether a warm pool served them; the start
   duration per backend; every other action (restart, interrupt, shutdown, cull, death,
-  auto_restart, reattach) by action, outcome and cause.
+  auto_restart, reattach, takeover) by action, outcome and cause.
 
 Every label takes few values, whatever clients send. Kernelspec names come from the catalog
 (a refused start names the kernelspec the client sent, which becomes a label only when the
@@ -142,7 +142,7 @@ class Metrics(LoggingConfigurable):
         self.actions = Counter(
             "kernelfleet_kernel_actions",
             "What happened to kernels other than starts (restart, interrupt, shutdown, cull, "
-            "death, auto_restart, reattach), by action, outcome and cause.",
+            "death, auto_restart, reattach, takeover), by action, outcome and cause.",
             ["action", "outcome", "cause"],
             registry=self.registry,
         )

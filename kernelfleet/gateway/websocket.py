@@ -53,6 +53,11 @@ class KernelWebsocketHandler(websocket.WebSocketHandler, BaseHandler):
         record = await self.kf.registry.find(kwargs["kernel_id"], self.identity)
         if record.channels is None:
             raise Conflict(f"Kernel {record.id} is not running yet; connect after it started.")
+        session_id = self.get_query_argument("session_id", "") or ""
+        check = self.kf.registry.failover_check
+        if check is not None and session_id and not record.channels.knows(session_id):
+            # a session new here may come from a replica that just died (kernels.replicas)
+            await check()
         self.record = record
         await super().get(*args, **kwargs)
 

@@ -12,9 +12,13 @@ Design:
   connection ever waits for another to close. A :class:`ClientLink` per connection owns them:
   the websocket bridge (:mod:`kernelfleet.gateway.bridge`) reaches the kernel only through its
   link, and every ZMQ socket of the gateway is created, read and closed in this module.
-- **Buffers per session_id**: when the last connection of a session goes away, iopub messages
-  are kept for that session (bounded in count, bytes and time) and replayed when a connection
-  with the same ``session_id`` comes back.
+- **Replay per session_id**: when the last connection of a session goes away, iopub messages
+  are kept for that session (bounded in count, bytes and time; one log per kernel shared by
+  all away sessions, :mod:`kernelfleet.kernels.replay`) and replayed when a connection with
+  the same ``session_id`` comes back.
+- **Recent output for failover**: with replicas, the last iopub messages are kept with their
+  arrival times, and a session new to this replica after a peer replica died gets what arrived
+  since the death plus a loss notice (:mod:`kernelfleet.kernels.failover`).
 - **Readiness** is awaited, not polled: a ``kernel_info_request`` is queued on a DEALER (ZMQ
   delivers it the moment the kernel binds), and requests are repeated only until the first iopub
   message proves the subscription is live.
@@ -23,13 +27,11 @@ Design:
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import zmq
@@ -38,12 +40,17 @@ from jupyter_client.session import Session
 from zmq.utils.monitor import parse_monitor_message
 
 from kernelfleet.aio import cancel_and_wait
-from kernelfleet.kernels.notices import notice_message
+from kernelfleet.kernels.failover import Failover, RecentLimits, RecentOutput
+from kernelfleet.kernels.notices import loss_notice
+from kernelfleet.kernels.replay import BufferLimits, ReplayLog, dropped_notice
 from kernelfleet.kernels.wire import KernelMessage, WireError, parse_kernel_message, to_zmq
 
 log = logging.getLogger("kernelfleet.channels")
 
 SOCKET_TYPES = {"shell": zmq.DEALER, "control": zmq.DEALER, "stdin": zmq.DEALER}
+#: Seconds a connection of a new session may precede the notice of a peer's death and still
+#: get that notice (kernels.failover).
+FRESH_SECONDS = 5.0
 
 
 class Client(Protocol):
@@ -55,47 +62,6 @@ class Client(Protocol):
 
     def kernel_gone(self) -> None:
         """The kernel's channels closed (it was shut down): the connection should close."""
-
-
-@dataclass(frozen=True)
-class BufferLimits:
-    max_messages: int = 10_000
-    max_bytes: int = 64 * 1024 * 1024
-    max_age_seconds: float = 600.0
-
-
-class _SessionBuffer:
-    __slots__ = ("dropped_bytes", "dropped_messages", "messages", "nbytes", "since")
-
-    def __init__(self) -> None:
-        self.messages: collections.deque[KernelMessage] = collections.deque()
-        self.nbytes = 0
-        self.since = time.monotonic()
-        self.dropped_messages = 0
-        self.dropped_bytes = 0
-
-    def append(self, msg: KernelMessage, limits: BufferLimits) -> None:
-        """Keep *msg*; drop the oldest messages (counted) beyond the limits."""
-        self.messages.append(msg)
-        self.nbytes += msg.size
-        while self.messages and (
-            len(self.messages) > limits.max_messages or self.nbytes > limits.max_bytes
-        ):
-            old = self.messages.popleft()
-            self.nbytes -= old.size
-            self.dropped_messages += 1
-            self.dropped_bytes += old.size
-
-
-def dropped_notice(buf: _SessionBuffer, limits: BufferLimits) -> KernelMessage:
-    """The stream message that tells a reconnecting client how much output it will not get."""
-    mb = buf.dropped_bytes / (1024 * 1024)
-    return notice_message(
-        f"{mb:.1f} MB of output ({buf.dropped_messages} messages) was dropped while this "
-        "client was away or not reading: at most "
-        f"{limits.max_bytes / (1024 * 1024):g} MB and {limits.max_messages} messages are kept "
-        "per session for a reconnect (KF_IOPUB_BUFFER_MB, KF_IOPUB_BUFFER_MESSAGES)."
-    )
 
 
 def make_session(info: dict[str, Any]) -> Session:
@@ -145,6 +111,9 @@ class KernelChannels:
         info: dict[str, Any],
         on_message: Callable[[KernelMessage], None],
         limits: BufferLimits | None = None,
+        *,
+        recent: RecentLimits | None = None,
+        failover: Callable[[KernelChannels], Failover | None] | None = None,
     ) -> None:
         self.context = context
         self.info = dict(info)
@@ -154,7 +123,7 @@ class KernelChannels:
         self.links: set[ClientLink] = set()
         self._attached_at: dict[ClientLink, int] = {}
         self._seq = 0
-        self._buffers: dict[str, _SessionBuffer] = {}
+        self._replay = ReplayLog(self.limits)  # output for sessions whose clients are away
         self._iopub: zmq.asyncio.Socket | None = None
         self._reader: asyncio.Task[None] | None = None
         self._iopub_seen = asyncio.Event()
@@ -162,6 +131,13 @@ class KernelChannels:
         self._iopub_joined: asyncio.Future[None] | None = None
         self._idle_waiters: dict[str, asyncio.Future[None]] = {}
         self._closed = False
+        #: The last iopub messages (replicas only), and what a new session gets from them.
+        self.recent = RecentOutput(recent) if recent is not None else None
+        self._failover = failover
+        self._sessions: dict[str, None] = {}  # sessions attached here (the newest 10000)
+        #: Connections of sessions new here that got no failover replay, with their attach
+        #: time: if a peer's death is noticed just after, they get its notice late.
+        self._fresh: dict[ClientLink, float] = {}
 
     # -- sockets --------------------------------------------------------------------------
 
@@ -235,7 +211,7 @@ class KernelChannels:
         """Stop reading and tell every connection the kernel is gone (they close)."""
         self._closed = True
         await self._stop_reader()
-        self._buffers.clear()
+        self._replay.clear()
         for link in list(self.links):
             link.kernel_gone()
         self.links.clear()
@@ -251,6 +227,8 @@ class KernelChannels:
                 log.warning("dropping iopub message: %s", exc)
                 continue
             self._iopub_seen.set()
+            if self.recent is not None:
+                self.recent.add(msg)
             if self._idle_waiters and msg.msg_type == "status":
                 self._resolve_idle(msg)
             try:
@@ -269,14 +247,6 @@ class KernelChannels:
             if state == "idle":
                 waiter.set_result(None)
 
-    def _buffer(self, msg: KernelMessage) -> None:
-        now = time.monotonic()
-        for sid, buf in list(self._buffers.items()):
-            if now - buf.since > self.limits.max_age_seconds:
-                del self._buffers[sid]
-                continue
-            buf.append(msg, self.limits)
-
     def broadcast(self, msg: KernelMessage) -> None:
         """Send a gateway-made iopub message to every client (and the session buffers)."""
         for link in tuple(self.links):
@@ -284,24 +254,94 @@ class KernelChannels:
                 link.deliver(msg)
             except Exception:  # one broken connection must not silence the others
                 log.exception("delivering a kernel message to a websocket failed")
-        if self._buffers:
-            self._buffer(msg)
+        self._replay.append(msg)
 
     def attach(self, link: ClientLink) -> list[KernelMessage]:
         """Register a connection; returns the iopub messages buffered for its session."""
         self.links.add(link)
         self._seq += 1
         self._attached_at[link] = self._seq
-        buf = self._buffers.pop(link.session_id, None) if link.session_id else None
-        if buf is None:
+        sid = link.session_id
+        back = self._replay.back(sid) if sid else None
+        if back is None:
+            replay = self._failover_replay(sid) if sid and sid not in self._sessions else []
+            if sid and sid not in self._sessions and not replay and self._failover is not None:
+                now = time.monotonic()
+                self._fresh = {k: t for k, t in self._fresh.items() if now - t < FRESH_SECONDS}
+                self._fresh[link] = now
+            self._remember(sid)
+            return replay
+        notice = [dropped_notice(back, self.limits)] if back.dropped_messages else []
+        return [*notice, *back.messages]
+
+    def late_failover(self, replica: str, died: float, died_wall: str, uncertainty: float) -> None:
+        """A peer's death was noticed after connections new here had attached (a proxy can be
+        faster than the database): they get its notice now. No replay: what arrived since
+        they attached reached them live, and the time between the death and their attach is
+        reported instead (the requests with output in it)."""
+        if self.recent is None:
+            return
+        late = {
+            k: t for k, t in self._fresh.items() if k in self.links and t >= died - FRESH_SECONDS
+        }
+        if not late:
+            return
+        for link in late:
+            del self._fresh[link]
+        since = min(*late.values(), died)
+        requests = self.recent.affected_requests(since, uncertainty)
+        notice = loss_notice(replica, died_wall, requests, complete=self.recent.covers(since))
+        log.info(
+            "%d session(s) arrived just before replica %s was known stopped: %d request(s) "
+            "may be incomplete",
+            len(late),
+            replica,
+            len(requests),
+        )
+        for link in late:
+            try:
+                link.deliver(notice)
+            except Exception:
+                log.exception("delivering a failover notice failed")
+
+    def knows(self, sid: str) -> bool:
+        """Whether a connection of session *sid* was attached here before."""
+        return sid in self._sessions
+
+    def _remember(self, sid: str) -> None:
+        if not sid:
+            return
+        self._sessions.pop(sid, None)
+        self._sessions[sid] = None
+        if len(self._sessions) > 10_000:
+            del self._sessions[next(iter(self._sessions))]
+
+    def _failover_replay(self, sid: str) -> list[KernelMessage]:
+        """For a session this replica never served, after a peer replica died: the output
+        it cannot have delivered, behind a notice of what may be missing."""
+        if self._failover is None:
             return []
-        notice = [dropped_notice(buf, self.limits)] if buf.dropped_messages else []
-        return [*notice, *buf.messages]
+        failover = self._failover(self)
+        if failover is None:
+            return []
+        log.info(
+            "session %s arrived after replica %s stopped: replaying %d message(s), %d "
+            "request(s) may be incomplete",
+            sid,
+            failover.replica,
+            len(failover.messages),
+            len(failover.requests),
+        )
+        notice = loss_notice(
+            failover.replica, failover.died_wall, failover.requests, failover.complete
+        )
+        return [notice, *failover.messages]
 
     def detach(self, link: ClientLink, unsent: Iterable[KernelMessage] = ()) -> None:
         """Unregister a connection; if it was its session's last one, start buffering for the
         session, beginning with *unsent* (what the connection never wrote to its client)."""
         self.links.discard(link)
+        self._fresh.pop(link, None)
         seq = self._attached_at.pop(link, 0)
         sid = link.session_id
         if self._closed or not sid:
@@ -310,9 +350,7 @@ class KernelChannels:
         # orphan a stock JupyterLab leaves open (contract.md): it must not stop the buffering.
         if any(o.session_id == sid and self._attached_at.get(o, 0) > seq for o in self.links):
             return
-        buf = self._buffers[sid] = _SessionBuffer()
-        for msg in unsent:
-            buf.append(msg, self.limits)
+        self._replay.leave(sid, list(unsent))
 
     @property
     def connection_count(self) -> int:

@@ -113,7 +113,11 @@ class Culler(LoggingConfigurable):
         profiles = self.registry.profiles.table().profiles
         victims = []
         for record in list(self.registry.records.values()):
+            if not self.registry.owns(record):
+                continue  # its replica culls it
             reason = cull_reason(record, now, settings, profiles.get(record.profile))
+            if reason is not None and await self._still_idle(record):
+                reason = cull_reason(record, now, settings, profiles.get(record.profile))
             if reason is not None:
                 victims.append((record, reason))
         for record, reason in victims:
@@ -138,6 +142,18 @@ class Culler(LoggingConfigurable):
             except PublicError as exc:
                 self.log.warning("could not cull kernel %s: %s", record.id, exc.message)
         return [r.id for r, _ in victims]
+
+    async def _still_idle(self, record: KernelRecord) -> bool:
+        """With replicas, a kernel's clients may use another replica: its latest activity is
+        the store's (each replica writes its own) if that is newer. True if we checked."""
+        store = self.registry.persist.store
+        if not self.registry.shared_store or store is None:
+            return False
+        await self.registry.persist.flush()
+        row = await store.get(record.id)
+        if row is not None and row.last_activity > record.last_activity:
+            record.last_activity = row.last_activity
+        return True
 
     async def _loop(self) -> None:
         while True:

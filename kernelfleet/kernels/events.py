@@ -51,6 +51,7 @@ ACTIONS = (
     "death",
     "auto_restart",
     "reattach",
+    "takeover",  # a replica took the kernel over from one that died (kernels.replicas)
 )
 OUTCOMES = ("ok", "refused", "failed")
 

@@ -40,13 +40,15 @@ from kernelfleet.errors import (
 )
 from kernelfleet.kernels import policy as pol
 from kernelfleet.kernels.catalog import KernelSpecCatalog, SpecEntry
-from kernelfleet.kernels.channels import BufferLimits, KernelChannels
+from kernelfleet.kernels.channels import KernelChannels
 from kernelfleet.kernels.events import EventBus
+from kernelfleet.kernels.failover import Failover, RecentLimits
 from kernelfleet.kernels.logs import kernel_log, open_log, working_dir
 from kernelfleet.kernels.notices import moved_notice, status_message
 from kernelfleet.kernels.persistence import Persister, spec_from_dict
 from kernelfleet.kernels.profiles import KernelProfiles
 from kernelfleet.kernels.record import KernelRecord, Lifecycle
+from kernelfleet.kernels.replay import BufferLimits
 from kernelfleet.kernels.wire import KernelMessage
 from kernelfleet.provisioners.base import KernelfleetProvisioner, LaunchTerms, gateway_keeps_log
 from kernelfleet.provisioners.factory import make_provisioner
@@ -197,6 +199,11 @@ class KernelLifecycle(LoggingConfigurable):
         #: What happens to kernels, for the audit log and the metrics (kernels.events).
         self.events = EventBus()
         self.profiles = KernelProfiles(parent=self)
+        #: With replicas (kernels.replicas): each kernel's recent output is kept within these
+        #: limits, and a session new to this replica after a peer died gets its replay.
+        self.recent_limits: RecentLimits | None = None
+        self.failover_source: Callable[[KernelChannels], Failover | None] | None = None
+        self.failover_check: Callable[[], Awaitable[None]] | None = None
 
     # -- settings -------------------------------------------------------------------------
 
@@ -227,6 +234,11 @@ class KernelLifecycle(LoggingConfigurable):
     @property
     def shared_store(self) -> bool:
         return bool(getattr(self.persist.store, "shared", False))
+
+    def owns(self, record: KernelRecord) -> bool:
+        """Whether this replica acts on *record* on its own (restart on death, cull): always
+        without a shared store; with one, if the kernel's row names this replica."""
+        return record.replica in ("", self.persist.gateway_id)
 
     def live_count(self, owner: str | None = None) -> int:
         return sum(
@@ -333,7 +345,12 @@ class KernelLifecycle(LoggingConfigurable):
         info = dict(record.manager.get_connection_info())
         if record.channels is None:
             record.channels = KernelChannels(
-                self.context, info, lambda msg: self._on_iopub(record, msg), self.buffer_limits()
+                self.context,
+                info,
+                lambda msg: self._on_iopub(record, msg),
+                self.buffer_limits(),
+                recent=self.recent_limits,
+                failover=self.failover_source,
             )
             record.channels.start()
         else:

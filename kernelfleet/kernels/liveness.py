@@ -24,6 +24,7 @@ from kernelfleet.errors import PublicError
 from kernelfleet.kernels.events import KernelEvent, backend_of, cause_of
 from kernelfleet.kernels.lifecycle import KernelLifecycle
 from kernelfleet.kernels.notices import notice_message, status_message
+from kernelfleet.kernels.reattach import refresh_standby
 from kernelfleet.kernels.record import KernelRecord, Lifecycle
 from kernelfleet.provisioners.base import Backend, KernelfleetProvisioner
 
@@ -155,6 +156,13 @@ class KernelMonitor(LoggingConfigurable):
             if row is None or row.state == "stopping":
                 # Another gateway shut it down: not a crash to repair.
                 await self.registry.forget(record)
+                return
+            if row.gateway and row.gateway != self.registry.persist.gateway_id:
+                # Another replica owns it and repairs it (kernels.replicas): this one only
+                # follows that replica's restart, or takes the kernel over if it dies too.
+                await refresh_standby(self.registry, record, row)
+                if record.lifecycle is Lifecycle.RESTARTING:
+                    record.lifecycle = Lifecycle.RUNNING
                 return
         failures = self._failures.get(record.id, 0)
         why = death_reason(record)

@@ -23,7 +23,11 @@ from kernelfleet.kernels.wire import KernelMessage
 
 
 def _message(
-    channel: str, msg_type: str, content: dict[str, Any], parent: dict[str, Any] | None = None
+    channel: str,
+    msg_type: str,
+    content: dict[str, Any],
+    parent: dict[str, Any] | None = None,
+    metadata: dict[str, Any] | None = None,
 ) -> KernelMessage:
     header = {
         "msg_id": uuid.uuid4().hex,
@@ -33,7 +37,7 @@ def _message(
         "date": format_timestamp(utcnow()),
         "version": "5.3",
     }
-    parts = [json.dumps(part).encode() for part in (header, parent or {}, {}, content)]
+    parts = [json.dumps(part).encode() for part in (header, parent or {}, metadata or {}, content)]
     return KernelMessage(channel, parts, header)
 
 
@@ -45,6 +49,33 @@ def status_message(state: str) -> KernelMessage:
 def notice_message(text: str) -> KernelMessage:
     """An iopub stderr ``stream`` message carrying *text* (a line break is added)."""
     return _message("iopub", "stream", {"name": "stderr", "text": f"[kernelfleet] {text}\n"})
+
+
+def loss_notice(replica: str, died_at: str, requests: list[str], complete: bool) -> KernelMessage:
+    """The notice a client of a gateway replica that died (at *died_at*, ISO 8601) gets from
+    the replica it reconnected to (:mod:`~kernelfleet.kernels.failover`). Its metadata says the
+    same for programs: ``{"kernelfleet": {"lost": {"messages": -1, "requests": [msg_id, ...],
+    "sent_before": died_at}}}``: the output or replies of *requests* may be incomplete (-1: how
+    many messages is unknown), and a request the client sent before *died_at* and has no
+    answer to may never have reached the kernel (the replica died with it)."""
+    if requests:
+        what = (
+            f"output or replies of the {len(requests)} request(s) running then may be "
+            "incomplete; run those cells again if their results matter"
+        )
+    else:
+        what = "no request was running then"
+    if not complete:
+        what += "; some output from after the stop was too old or too large to keep"
+    when = died_at[11:19] + " UTC" if len(died_at) >= 19 else died_at
+    text = (
+        f"This kernel's gateway replica {replica} stopped at {when}, and this connection "
+        f"moved to another replica: the kernel kept running, {what}."
+    )
+    lost = {"messages": -1, "requests": list(requests), "sent_before": died_at}
+    metadata = {"kernelfleet": {"lost": lost}}
+    content = {"name": "stderr", "text": f"[kernelfleet] {text}\n"}
+    return _message("iopub", "stream", content, metadata=metadata)
 
 
 def refusal_replies(request: dict[str, Any], reason: str) -> list[KernelMessage]:

@@ -32,8 +32,14 @@ from kernelfleet.errors import PublicError
 from kernelfleet.kernels import policy as pol
 from kernelfleet.kernels.catalog import SpecEntry
 from kernelfleet.kernels.lifecycle import KernelLifecycle
+from kernelfleet.kernels.reattach import adopt
 from kernelfleet.kernels.record import KernelRecord, Lifecycle
 from kernelfleet.provisioners.base import provisioner_config
+
+
+class TakenElsewhere(Exception):
+    """Another replica handed the warm kernel over first (it keeps running, theirs now)."""
+
 
 #: The owner of pooled kernels: no user has this name.
 POOL_OWNER = ""
@@ -157,6 +163,46 @@ class KernelPool(LoggingConfigurable):
         await asyncio.gather(*self._filling.values(), return_exceptions=True)
         self._filling.clear()
 
+    def discard(self, record: KernelRecord) -> None:
+        """Drop *record* from its pool without stopping it (another replica took it)."""
+        members = self.members.get(record.name) or []
+        if record in members:
+            members.remove(record)
+            record.pooled = False
+            self.refill(record.name)
+
+    async def take_from_peers(
+        self, entry: SpecEntry, req_env: Mapping[str, str]
+    ) -> KernelRecord | None:
+        """With replicas on a shared store: a warm kernel another replica started, taken in
+        the store (exactly one replica gets each) and adopted here, when this replica's own
+        pool has none. One that cannot serve this request joins this replica's pool."""
+        registry = self.registry
+        store = registry.persist.store
+        if store is None or not registry.shared_store or await self.size_of(entry) <= 0:
+            return None
+        me = registry.persist.gateway_id
+        rows = [
+            r
+            for r in await store.all()
+            if r.pooled and r.name == entry.name and r.state == "running" and r.gateway != me
+        ]
+        for row in rows:
+            taken = await store.take_pooled(row.id, me)
+            if taken is None:
+                continue
+            outcome = await adopt(registry, taken, claim=True, answer_within=self.handover_timeout)
+            record = registry.records.get(row.id)
+            if outcome != "reattached" or record is None:
+                continue
+            if can_take(entry.spec, record, req_env):
+                self.log.info("warm kernel %s taken from replica %s", row.id, row.gateway)
+                return record
+            record.pooled = True
+            await registry.persist.save(record, "running", pooled=True)
+            self.members.setdefault(entry.name, []).append(record)
+        return None
+
     def take(self, entry: SpecEntry, req_env: Mapping[str, str]) -> KernelRecord | None:
         """Remove and return a pooled kernel that can serve the request (no await: atomic)."""
         members = self.members.get(entry.name) or []
@@ -176,6 +222,16 @@ class KernelPool(LoggingConfigurable):
     ) -> KernelRecord:
         """Give pooled *record* to *owner*, applying what of *env* the kernel can take."""
         env = {**env, "KERNEL_ID": record.id}
+        store = self.registry.persist.store
+        # another replica may take the same warm kernel: the store decides who gets it
+        if (
+            self.registry.shared_store
+            and store is not None
+            and record.pooled
+            and await store.take_pooled(record.id, self.registry.persist.gateway_id) is None
+        ):
+            record.pooled = False
+            raise TakenElsewhere(f"warm kernel {record.id} was taken by another replica")
         before = (record.owner, record.pooled, dict(record.env))
         record.owner = owner
         record.pooled = False
@@ -191,6 +247,8 @@ class KernelPool(LoggingConfigurable):
             record.env.clear()
             record.env.update(before[2])
             self.members.setdefault(record.name, []).insert(0, record)  # untouched: still warm
+            if self.registry.shared_store:  # back in the store's pool too
+                await self.registry.persist.save(record, "running", pooled=True)
             raise pol.limit_reached(refused, owner, gw, shared=True)
         if is_python(record.spec) and record.channels is not None:
             async with asyncio.timeout(self.handover_timeout):

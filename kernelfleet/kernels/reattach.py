@@ -99,6 +99,7 @@ async def adopt(
         resource_dir=str(payload.get("resource_dir") or ""),
         pooled=row.pooled,
         log_path=payload.get("log_path"),
+        replica="" if claim else row.gateway,
     )
     record.manager = await rebuild_manager(row, payload, registry, registry.context)
     launch_args: Any = record.manager._launch_args
@@ -141,6 +142,35 @@ async def adopt(
     return "reattached"
 
 
+async def refresh_standby(
+    registry: KernelLifecycle, record: KernelRecord, row: StoredKernel
+) -> None:
+    """Bring a kernel another replica owns up to date with its row after that replica
+    restarted it: the provisioner's new checkpoint (the new process), and the channels if the
+    connection changed (a restart that had to take other ports)."""
+    box = registry.persist.box
+    km = record.manager
+    if box is None or km is None or km.provisioner is None or row.state != "running":
+        return
+    payload = row.unseal(box)
+    info = payload.get("provisioner_info")
+    if isinstance(info, dict):
+        await km.provisioner.load_provisioner_info(info)
+    record.restart_count = row.restart_count
+    record.replica = row.gateway
+    conn = payload.get("connection_info")
+    if isinstance(conn, dict) and conn and conn != _jsonable_info(km.get_connection_info()):
+        km.load_connection_info(conn)  # type: ignore[arg-type]
+        if record.channels is not None:
+            await registry.connect_record(record)
+    if record.lifecycle is Lifecycle.RESTARTING:
+        record.lifecycle = Lifecycle.RUNNING
+
+
+def _jsonable_info(info: Any) -> dict[str, Any]:
+    return {k: v.decode() if isinstance(v, bytes) else v for k, v in dict(info).items()}
+
+
 async def reattach_all(registry: KernelLifecycle, answer_within: float) -> ReattachReport:
     """At gateway start: take back every kernel in the store (see the module docstring)."""
     report = ReattachReport()
@@ -166,7 +196,10 @@ async def reattach_all(registry: KernelLifecycle, answer_within: float) -> Reatt
 
     async def one(row: StoredKernel) -> None:
         try:
-            outcome = await adopt(registry, row, claim=True, answer_within=answer_within)
+            # With a shared store, another replica's kernel stays its own (kernels.replicas
+            # takes a dead replica's rows over); this replica claims its own and unowned ones.
+            mine = not registry.shared_store or row.gateway in ("", registry.persist.gateway_id)
+            outcome = await adopt(registry, row, claim=mine, answer_within=answer_within)
         except SecretBoxError as exc:
             registry.log.error("kernel %s: %s", row.id, exc)
             report.failed += 1

@@ -66,6 +66,8 @@ class KernelRecord:
     resource_dir: str = ""
     pooled: bool = False
     log_file: Any = dataclasses.field(default=None, repr=False)
+    #: With replicas on a shared store: the replica that owns the kernel ("" = this one).
+    replica: str = ""
 
     def touch(self, state: str | None = None) -> None:
         """Record activity now; *state* updates ``execution_state`` if it is a known value."""

@@ -38,9 +38,12 @@ from kernelfleet.kernels.identity import Identity
 from kernelfleet.kernels.lifecycle import KernelLifecycle
 from kernelfleet.kernels.liveness import KernelMonitor
 from kernelfleet.kernels.persistence import Persister
-from kernelfleet.kernels.pool import KernelPool
+from kernelfleet.kernels.pool import KernelPool, TakenElsewhere
 from kernelfleet.kernels.reattach import ReattachReport, adopt_one, reattach_all, sync_shared
 from kernelfleet.kernels.record import KernelRecord, Lifecycle
+
+#: Seconds between full reads of a shared store while its notifications are received.
+NOTIFIED_SYNC_SECONDS = 30.0
 
 
 class KernelRegistry(KernelLifecycle):
@@ -61,6 +64,8 @@ class KernelRegistry(KernelLifecycle):
         self._stopping: dict[str, asyncio.Task[None]] = {}
         self._sync_lock = asyncio.Lock()
         self._synced_at = 0.0
+        #: True while a shared store's notifications keep the view current (kernels.replicas)
+        self.notified = False
         #: Awaited before every start decision: the gateway's config reload makes sure the
         #: configuration file's latest limits are in force (kernelfleet.gateway.reload).
         self.before_start: Callable[[], Awaitable[None]] | None = None
@@ -87,15 +92,28 @@ class KernelRegistry(KernelLifecycle):
 
     async def refresh(self) -> None:
         """Bring the in-memory view up to date with a shared store (one read per listing;
-        concurrent listings share it)."""
+        concurrent listings share it). While the store's notifications keep the view current
+        (kernels.replicas), at most one read a second: a listing right after a start on
+        another replica may come before its notification."""
         if not self.shared_store:
             return
         if self._sync_lock.locked():
             async with self._sync_lock:
                 return
-        await self.sync()
+        if self.notified and time.monotonic() - self._synced_at < 1.0:
+            return
+        await self.sync(force=True)
 
-    async def sync(self) -> None:
+    async def sync(self, *, force: bool = False) -> None:
+        """Catch up with a shared store: every monitor round, or with notifications only
+        every :data:`NOTIFIED_SYNC_SECONDS` (a safety net), unless *force* (they may have
+        been missed)."""
+        if (
+            self.notified
+            and not force
+            and time.monotonic() - self._synced_at < NOTIFIED_SYNC_SECONDS
+        ):
+            return
         async with self._sync_lock:
             await sync_shared(self, self.reattach_timeout)
             self._synced_at = time.monotonic()
@@ -231,6 +249,8 @@ class KernelRegistry(KernelLifecycle):
             prof.check_allowance(owner, profile, allowance, self.usage(owner, table))
         if self.pool is not None and (profile is None or profile.limits() is None):
             pooled = self.pool.take(entry, req_env)
+            if pooled is None and self.shared_store:
+                pooled = await self.pool.take_from_peers(entry, req_env)
             if pooled is not None:
                 facts["pooled"] = True
                 try:
@@ -240,6 +260,9 @@ class KernelRegistry(KernelLifecycle):
                     raise
                 except LimitReached:  # counted over a shared store; the kernel stays pooled
                     raise
+                except TakenElsewhere as exc:  # another replica's now: a fresh kernel
+                    self.log.info("%s", exc)
+                    facts["pooled"] = False
                 except Exception as exc:  # fall through to a fresh kernel
                     self.log.warning("warm kernel %s discarded: %s", pooled.id, exc)
                     await self.destroy(pooled)
@@ -320,6 +343,12 @@ class KernelRegistry(KernelLifecycle):
                         f"Kernel {kernel_id} is {record.lifecycle.value}; it cannot be restarted "
                         "now."
                     )
+                if not self.owns(record):
+                    # The replica that restarts a kernel owns it from then on: its row says
+                    # so before the old process stops, so the former owner does not take
+                    # the exit for a crash to repair (kernels.replicas).
+                    await self.persist.save(record, "running")
+                    record.replica = ""
                 await self.restart_in_place(record, now=False)
             return record
 

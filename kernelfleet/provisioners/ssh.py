@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from collections.abc import AsyncGenerator, Hashable
 from typing import Any
 
@@ -184,6 +185,7 @@ class SSHProvisioner(RemoteProvisioner, SSHOptions):  # type: ignore[misc,metacl
             limits=self.terms.limits.as_request() if self.terms and self.terms.limits else None,
         )
         watch = self.watch = link.watch(kid)
+        asked = time.monotonic()
         try:
             reply = await agent.request("launch", **fields)
         except AgentRequestError:
@@ -201,7 +203,16 @@ class SSHProvisioner(RemoteProvisioner, SSHOptions):  # type: ignore[misc,metacl
             },
             "connection_info": jsonable_connection_info(info),
         }
-        log.info("kernel %s started on %s (pid %s)", kid, host, pid)
+        spent: dict[str, Any] = reply.get("seconds") or {}
+        log.info(
+            "kernel %s started on %s (pid %s) in %.0f ms: spawn %.0f, listen %.0f",
+            kid,
+            host,
+            pid,
+            (time.monotonic() - asked) * 1000,
+            float(spent.get("spawn") or 0) * 1000,
+            float(spent.get("listen") or 0) * 1000,
+        )
         fleet.prewarm(candidates, self.target_for)
 
     async def _place(

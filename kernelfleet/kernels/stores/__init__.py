@@ -10,17 +10,44 @@ Rows are written before the step they describe is acknowledged: ``starting`` bef
 the provisioner's checkpoint as soon as the launch returns, ``running`` before the client gets
 its 201. A gateway that dies at any point leaves a row that says what may exist.
 
-The factory sits here, above the implementations, which import only :mod:`.base`: no module of
-the package imports one above it. An implementation is imported only once it is chosen.
+The schema is versioned (:mod:`.migrations`): :meth:`KernelStore.open` migrates it, and refuses
+a store a newer gateway changed incompatibly (:class:`SchemaVersionError`). Gateways sharing a
+store keep leases in it (:meth:`KernelStore.heartbeat`, :meth:`KernelStore.hold_lease`; a
+peer's death is seen with :meth:`KernelStore.await_death`), take over a dead gateway's kernels
+atomically (:meth:`KernelStore.take_over`, :meth:`KernelStore.claim`,
+:meth:`KernelStore.take_pooled`) and hear of each other's changes (:meth:`KernelStore.watch`).
+
+The factory sits here, above the implementations, which import only :mod:`.base` and the pure
+:mod:`.migrations` and :mod:`.pgwatch`: no module of the package imports one above it. An
+implementation is imported only once it is chosen.
 """
 
 from __future__ import annotations
 
 import os
 
-from kernelfleet.kernels.stores.base import KernelStore, StoredKernel
+from kernelfleet.kernels.stores.base import (
+    SCHEMA_VERSION,
+    ChangeCallback,
+    KernelStore,
+    LeaseHeldError,
+    ReplicaInfo,
+    SchemaVersionError,
+    StopWatching,
+    StoredKernel,
+)
 
-__all__ = ["KernelStore", "StoredKernel", "open_store"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "ChangeCallback",
+    "KernelStore",
+    "LeaseHeldError",
+    "ReplicaInfo",
+    "SchemaVersionError",
+    "StopWatching",
+    "StoredKernel",
+    "open_store",
+]
 
 
 def open_store(url: str, data_dir: str) -> KernelStore:

@@ -3,6 +3,11 @@
 sqlite3 is blocking, so every call runs on a dedicated single-thread executor (never on the
 event loop); WAL mode and ``synchronous=NORMAL`` make each write durable against a gateway
 crash at a fraction of a millisecond.
+
+The schema is migrated on :meth:`SQLiteStore.open` (see :mod:`.migrations`), each step in a
+``BEGIN IMMEDIATE`` transaction, so processes opening one file at once apply it once. Replica
+leases, take-overs and the compare-and-set steps work as on PostgreSQL (times from SQLite's
+clock, atomic among every process using the file); :meth:`~SQLiteStore.watch` reports nothing.
 """
 
 from __future__ import annotations
@@ -12,16 +17,27 @@ import concurrent.futures
 import datetime as dt
 import os
 import sqlite3
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from kernelfleet.kernels.stores.base import (
     COLUMNS,
+    RETURNING,
+    SCHEMA_VERSION,
     SELECT,
     KernelStore,
+    ReplicaInfo,
     StoredKernel,
     insert_sql,
     to_utc,
+)
+from kernelfleet.kernels.stores.migrations import (
+    KF_SCHEMA,
+    SQLITE_NOW,
+    AppliedStep,
+    next_action,
+    plan,
 )
 
 T = TypeVar("T")
@@ -29,22 +45,24 @@ T = TypeVar("T")
 SELECT_ONE = SELECT + " WHERE id = ?"
 INSERT = insert_sql("?", "INSERT OR REPLACE")
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS kf_kernels (
-    id TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    owner TEXT NOT NULL,
-    state TEXT NOT NULL,
-    provisioner TEXT NOT NULL,
-    created TEXT NOT NULL,
-    last_activity TEXT NOT NULL,
-    host TEXT,
-    gateway TEXT NOT NULL DEFAULT '',
-    restart_count INTEGER NOT NULL DEFAULT 0,
-    pooled INTEGER NOT NULL DEFAULT 0,
-    secret TEXT NOT NULL DEFAULT ''
+#: Seconds since a replica's heartbeat, by SQLite's clock.
+AGE = "(julianday('now') - julianday(heartbeat)) * 86400.0"
+HEARTBEAT = (
+    "INSERT INTO kf_replicas (id, url, version, schema_version, started, heartbeat)"  # noqa: S608
+    f" VALUES (?, ?, ?, ?, {SQLITE_NOW}, {SQLITE_NOW})"
+    " ON CONFLICT (id) DO UPDATE SET url = excluded.url, version = excluded.version,"
+    " schema_version = excluded.schema_version, heartbeat = excluded.heartbeat"
 )
-"""
+REPLICAS = (
+    f"SELECT id, url, version, schema_version, started, heartbeat, {AGE}"  # noqa: S608
+    " FROM kf_replicas ORDER BY id"
+)
+CLAIM = "UPDATE kf_kernels SET gateway = ? WHERE id = ? AND gateway = ?" + RETURNING  # noqa: S608
+TAKE_POOLED = (
+    "UPDATE kf_kernels SET pooled = 0, gateway = ? WHERE id = ? AND pooled"  # noqa: S608
+    + RETURNING
+)
+TAKE_OVER = "UPDATE kf_kernels SET gateway = ? WHERE gateway = ?" + RETURNING  # noqa: S608
 
 
 def _row(kernel: StoredKernel) -> tuple[Any, ...]:
@@ -72,6 +90,86 @@ def _kernel(row: tuple[Any, ...]) -> StoredKernel:
     return StoredKernel(**values)
 
 
+def _replica(row: tuple[Any, ...]) -> ReplicaInfo:
+    rid, url, version, schema_version, started, heartbeat, age = row
+    return ReplicaInfo(
+        id=rid,
+        url=url,
+        version=version,
+        schema_version=int(schema_version),
+        started=to_utc(started).astimezone(dt.UTC),
+        heartbeat=to_utc(heartbeat).astimezone(dt.UTC),
+        age_seconds=max(0.0, float(age)),
+    )
+
+
+def in_transaction(db: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
+    """``work(db)`` in one ``BEGIN IMMEDIATE`` transaction: it holds the database's write lock
+    from the start, so concurrent writers (threads or processes) run one after the other."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        result = work(db)
+    except BaseException:
+        if db.in_transaction:  # SQLite may have rolled back already (e.g. disk full)
+            db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+    return result
+
+
+def _migrate_one(db: sqlite3.Connection) -> bool:
+    """One migration step (within a transaction); False once the schema is up to date."""
+    tables = {
+        name
+        for (name,) in db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'"
+            " AND name IN ('kf_schema', 'kf_kernels')"
+        )
+    }
+    if "kf_schema" not in tables:
+        db.execute(KF_SCHEMA["sqlite"])
+    applied = [
+        AppliedStep(version, description, bool(additive))
+        for version, description, additive in db.execute(
+            "SELECT version, description, additive FROM kf_schema"
+        )
+    ]
+    action = next_action(plan(applied, "kf_kernels" in tables))
+    if action is None:
+        return False
+    step, run_sql = action
+    if run_sql:
+        for statement in step.sqlite:
+            db.execute(statement)
+    db.execute(
+        "INSERT INTO kf_schema (version, description, additive) VALUES (?, ?, ?)",
+        (step.version, step.description, int(step.additive)),
+    )
+    return True
+
+
+def migrate(db: sqlite3.Connection) -> None:
+    """Bring the database to :data:`SCHEMA_VERSION`, one transaction per migration; raises
+    :class:`~kernelfleet.kernels.stores.migrations.SchemaVersionError` if it is newer and not
+    backward compatible."""
+    while in_transaction(db, _migrate_one):
+        pass
+
+
+def enable_wal(db: sqlite3.Connection, patience: float = 5.0) -> None:
+    """Switch the file to WAL mode. SQLite answers "database is locked" at once, without
+    waiting for the busy timeout, while another connection switches a new file: retry then."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 class SQLiteStore(KernelStore):
     def __init__(self, path: str) -> None:
         self.path = path
@@ -89,11 +187,15 @@ class SQLiteStore(KernelStore):
         def connect() -> sqlite3.Connection:
             os.makedirs(os.path.dirname(self.path) or ".", mode=0o700, exist_ok=True)
             db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            os.chmod(self.path, 0o600)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("PRAGMA busy_timeout=5000")
-            db.execute(SCHEMA)
+            try:
+                os.chmod(self.path, 0o600)
+                db.execute("PRAGMA busy_timeout=5000")
+                enable_wal(db)
+                db.execute("PRAGMA synchronous=NORMAL")
+                migrate(db)
+            except BaseException:
+                db.close()
+                raise
             return db
 
         loop = asyncio.get_running_loop()
@@ -127,3 +229,48 @@ class SQLiteStore(KernelStore):
         await self._run(
             lambda db: db.executemany("UPDATE kf_kernels SET last_activity = ? WHERE id = ?", pairs)
         )
+
+    async def schema_version(self) -> int:
+        sql = "SELECT max(version) FROM kf_schema"
+        rows = await self._run(lambda db: db.execute(sql).fetchall())
+        return int(rows[0][0] or 0)
+
+    async def heartbeat(self, replica_id: str, url: str, version: str) -> None:
+        params = (replica_id, url, version, SCHEMA_VERSION)
+        await self._run(lambda db: db.execute(HEARTBEAT, params))
+
+    async def replicas(self) -> list[ReplicaInfo]:
+        rows = await self._run(lambda db: db.execute(REPLICAS).fetchall())
+        return [_replica(r) for r in rows]
+
+    async def forget_replica(self, replica_id: str) -> None:
+        sql = "DELETE FROM kf_replicas WHERE id = ?"
+        await self._run(lambda db: db.execute(sql, (replica_id,)))
+
+    async def take_over(
+        self, dead_replica_id: str, new_replica_id: str, *, older_than: float
+    ) -> list[StoredKernel]:
+        def work(db: sqlite3.Connection) -> list[tuple[Any, ...]]:
+            lease = db.execute(
+                f"SELECT {AGE} FROM kf_replicas WHERE id = ?",  # noqa: S608
+                (dead_replica_id,),
+            ).fetchone()
+            if lease is not None and lease[0] <= older_than:
+                return []
+            db.execute("DELETE FROM kf_replicas WHERE id = ?", (dead_replica_id,))
+            return db.execute(TAKE_OVER, (new_replica_id, dead_replica_id)).fetchall()
+
+        rows = await self._run(lambda db: in_transaction(db, work))
+        return [_kernel(r) for r in rows]
+
+    async def claim(
+        self, kernel_id: str, expected_gateway: str, new_gateway: str
+    ) -> StoredKernel | None:
+        params = (new_gateway, kernel_id, expected_gateway)
+        rows = await self._run(lambda db: db.execute(CLAIM, params).fetchall())
+        return _kernel(rows[0]) if rows else None
+
+    async def take_pooled(self, kernel_id: str, gateway: str) -> StoredKernel | None:
+        params = (gateway, kernel_id)
+        rows = await self._run(lambda db: db.execute(TAKE_POOLED, params).fetchall())
+        return _kernel(rows[0]) if rows else None
