@@ -148,6 +148,7 @@ class KernelConnection:
         self._unsent: collections.deque[KernelMessage] = collections.deque()
         self.on_gone: Callable[[], None] | None = None
         self.closed = False
+        self._confirmed = False  # a first write completed
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -222,6 +223,9 @@ class KernelConnection:
         """The oldest message handed to ``send`` was written (writes complete in order)."""
         if self._unsent:
             self._unsent.popleft()
+        if not self._confirmed:
+            self._confirmed = True
+            self._link.delivered()
 
     # -- traffic --------------------------------------------------------------------------
 

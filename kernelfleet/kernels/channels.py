@@ -138,6 +138,7 @@ class KernelChannels:
         #: Connections of sessions new here that got no failover replay, with their attach
         #: time: if a peer's death is noticed just after, they get its notice late.
         self._fresh: dict[ClientLink, float] = {}
+        self._unconfirmed: set[ClientLink] = set()  # got a failover replay, wrote nothing yet
 
     # -- sockets --------------------------------------------------------------------------
 
@@ -269,7 +270,12 @@ class KernelChannels:
                 now = time.monotonic()
                 self._fresh = {k: t for k, t in self._fresh.items() if now - t < FRESH_SECONDS}
                 self._fresh[link] = now
-            self._remember(sid)
+            if replay:
+                # known here once its client got something: if this connection dies before
+                # (a client that gave up on a slow upgrade), its retry gets the replay again
+                self._unconfirmed.add(link)
+            else:
+                self._remember(sid)
             return replay
         notice = [dropped_notice(back, self.limits)] if back.dropped_messages else []
         return [*notice, *back.messages]
@@ -303,6 +309,16 @@ class KernelChannels:
                 link.deliver(notice)
             except Exception:
                 log.exception("delivering a failover notice failed")
+
+    def confirm(self, link: ClientLink) -> None:
+        """*link* wrote its first message to its client."""
+        if link in self._unconfirmed:
+            self._unconfirmed.discard(link)
+            self._remember(link.session_id)
+
+    def sweep(self) -> None:
+        """Periodic housekeeping (the liveness monitor's round): expired away sessions."""
+        self._replay.sweep()
 
     def knows(self, sid: str) -> bool:
         """Whether a connection of session *sid* was attached here before."""
@@ -342,6 +358,7 @@ class KernelChannels:
         session, beginning with *unsent* (what the connection never wrote to its client)."""
         self.links.discard(link)
         self._fresh.pop(link, None)
+        self._unconfirmed.discard(link)
         seq = self._attached_at.pop(link, 0)
         sid = link.session_id
         if self._closed or not sid:
@@ -446,6 +463,10 @@ class ClientLink:
         for this session while it had no connection (to deliver first)."""
         self._open_sockets()
         return self._channels.attach(self)
+
+    def delivered(self) -> None:
+        """The client got its first message (for the failover bookkeeping)."""
+        self._channels.confirm(self)
 
     def close(self, unsent: Iterable[KernelMessage] = ()) -> None:
         """Close the sockets and leave the iopub; *unsent* (what the client never got) is kept

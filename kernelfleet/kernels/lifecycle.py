@@ -204,6 +204,8 @@ class KernelLifecycle(LoggingConfigurable):
         self.recent_limits: RecentLimits | None = None
         self.failover_source: Callable[[KernelChannels], Failover | None] | None = None
         self.failover_check: Callable[[], Awaitable[None]] | None = None
+        #: iopub messages received from all kernels (the monitor trims memory after bursts)
+        self.iopub_count = 0
 
     # -- settings -------------------------------------------------------------------------
 
@@ -512,6 +514,7 @@ class KernelLifecycle(LoggingConfigurable):
                 state = msg.content().get("execution_state")
         record.touch(state if record.lifecycle is Lifecycle.RUNNING else None)
         self.persist.touched(record)
+        self.iopub_count += 1
 
 
 def launch_stage(record: KernelRecord) -> str:

@@ -18,7 +18,7 @@ from typing import Any
 from traitlets import Bool, Float, Int
 from traitlets.config import LoggingConfigurable
 
-from kernelfleet.aio import cancel_and_wait
+from kernelfleet.aio import cancel_and_wait, release_free_memory
 from kernelfleet.config import option
 from kernelfleet.errors import PublicError
 from kernelfleet.kernels.events import KernelEvent, backend_of, cause_of
@@ -74,6 +74,8 @@ class KernelMonitor(LoggingConfigurable):
         self._task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._failures: dict[str, int] = {}
+        self._seen_output = 0  # registry.iopub_count at the last round
+        self._trimmed_at = 0  # registry.iopub_count at the last trim
 
     def start(self) -> None:
         if self._task is None:
@@ -101,6 +103,10 @@ class KernelMonitor(LoggingConfigurable):
                 raise
             except Exception:
                 self.log.exception("could not synchronise with the kernel store")
+            for record in list(self.registry.records.values()):
+                if record.channels is not None:
+                    record.channels.sweep()
+            await self._trim_after_output()
             for record, code in await self._exit_codes():
                 if code is not None and record.lifecycle is Lifecycle.RUNNING:
                     # Handled in its own task: a restart must not hold up everyone's checks.
@@ -108,6 +114,16 @@ class KernelMonitor(LoggingConfigurable):
                     task = asyncio.create_task(self._on_death(record, code))
                     self._tasks.add(task)
                     task.add_done_callback(self._tasks.discard)
+
+    async def _trim_after_output(self) -> None:
+        """Once output stopped flowing (a round without iopub after rounds with), give the
+        memory the burst took back to the system: one trim per burst, none while idle."""
+        count = self.registry.iopub_count
+        if count != self._seen_output:
+            self._seen_output = count  # still flowing
+        elif count != self._trimmed_at:
+            self._trimmed_at = count
+            await release_free_memory()
 
     async def _exit_codes(self) -> list[tuple[KernelRecord, int | None]]:
         """The exit status of every running kernel: one batched check per backend (one

@@ -131,6 +131,12 @@ class ReplayLog:
         _, _, msg = self.entries.popleft()
         self.nbytes -= msg.size
 
+    def sweep(self) -> None:
+        """Forget the sessions away too long: also when the kernel prints nothing (an idle
+        kernel's log would otherwise be kept until its next message)."""
+        if self.sessions:
+            self._expire(time.monotonic())
+
     def _expire(self, now: float) -> None:
         self._expiry_checked = now
         old = [s for s, a in self.sessions.items() if now - a.since > self.limits.max_age_seconds]

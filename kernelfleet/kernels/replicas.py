@@ -127,6 +127,7 @@ class Replicas:
         self.deaths: list[Death] = []
         self._dead: set[str] = set()  # peers whose death is noted, until a new lease
         self._rounds = 0  # heartbeats since the last look for kernels of unleased replicas
+        self._checking: asyncio.Future[None] | None = None  # the lease query in flight
         self._watching: dict[str, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loop_task: asyncio.Task[None] | None = None
@@ -205,7 +206,12 @@ class Replicas:
                 )
                 await self._take_over(peer.id, older_than=timeout)
             elif peer.id not in self._watching:
-                self._dead.discard(peer.id)  # a new lease: it (re)started
+                if peer.id in self._dead:
+                    # its row outlives it until a take-over deletes it: only a lease held
+                    # again means it restarted
+                    if peer.id not in await self.store.leases_held([peer.id]):
+                        continue
+                    self._dead.discard(peer.id)
                 self._watching[peer.id] = asyncio.create_task(self._watch(peer.id))
 
     async def _adopt_unleased(self, leased: set[str]) -> None:
@@ -247,7 +253,18 @@ class Replicas:
     async def check_now(self) -> None:
         """Whether a watched peer died this very moment: asked when a session new to this
         replica arrives, since its client may come from that peer, and a proxy can bring it
-        here before the death is noticed otherwise (one query, only then)."""
+        here before the death is noticed otherwise. One query at a time: sessions arriving
+        together (a dead peer's clients, all at once) share the next one."""
+        if self._checking is None or self._checking.done():
+            self._checking = asyncio.ensure_future(self._check_leases())
+        try:
+            await asyncio.shield(self._checking)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the store is away: the watches still notice deaths
+            self.log.warning("could not check the other replicas' leases: %s", exc)
+
+    async def _check_leases(self) -> None:
         peers = [p for p in self._watching if p not in self._dead]
         if not peers:
             return

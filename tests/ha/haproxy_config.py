@@ -46,7 +46,7 @@ class Timings:
     #: consecutive good checks before a DOWN server is UP again
     rise: int = 1
     #: one check's own deadline (connect + answer)
-    check_timeout_ms: int = 400
+    check_timeout_ms: int = 1000  # a loaded replica may take a while; a dead one refuses
     connect_timeout_ms: int = 1000
     client_timeout_ms: int = 60_000
     server_timeout_ms: int = 60_000

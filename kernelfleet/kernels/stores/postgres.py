@@ -277,9 +277,13 @@ class PostgresStore(KernelStore):
         async with self._lock:
             conn = await self._connection()
             async with conn.cursor() as cur:
+                # One transaction (psycopg pipelines the batch): rows in id order, as every
+                # replica does, so two replicas touching the same kernels cannot deadlock;
+                # activity only moves forward, whichever replica saw it.
                 await cur.executemany(
-                    "UPDATE kf_kernels SET last_activity = %s WHERE id = %s",
-                    [(when, kid) for kid, when in activity.items()],
+                    "UPDATE kf_kernels SET last_activity = GREATEST(last_activity, %s)"
+                    " WHERE id = %s",
+                    [(activity[kid], kid) for kid in sorted(activity)],
                 )
 
     async def schema_version(self) -> int:
