@@ -361,7 +361,7 @@ class ReplicaSet:
     def kill(self, i: int) -> None:
         """SIGKILL replica *i* (its kernels keep running, as after a crash)."""
         self.replicas[i].kill()
-        log.info("killed replica %d (gateway id ha-%d)", i, i)
+        log.info("killed replica %d (gateway id %s)", i, self.gateway_ids[i])
 
     def stop(self, i: int) -> int:
         """SIGTERM replica *i* and wait for it; returns its exit code. Its stop mode
