@@ -240,13 +240,8 @@ class KernelChannels:
 
     def _resolve_idle(self, msg: KernelMessage) -> None:
         waiter = self._idle_waiters.get(msg.parent_msg_id() or "")
-        if waiter is not None and not waiter.done():
-            try:
-                state = msg.content().get("execution_state")
-            except ValueError:
-                return
-            if state == "idle":
-                waiter.set_result(None)
+        if waiter is not None and not waiter.done() and msg.execution_state == "idle":
+            waiter.set_result(None)
 
     def broadcast(self, msg: KernelMessage) -> None:
         """Send a gateway-made iopub message to every client (and the session buffers)."""

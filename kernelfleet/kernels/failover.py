@@ -91,20 +91,13 @@ class RecentOutput:
                 affected[parent] = None
                 continue
             if msg.msg_type == "status":
-                state = _state(msg)
+                state = msg.execution_state
                 if state == "busy":
                     busy[parent] = None
                 elif state == "idle":
                     busy.pop(parent, None)
         affected.update(busy)
         return list(affected)
-
-
-def _state(msg: KernelMessage) -> str:
-    try:
-        return str(msg.content().get("execution_state", ""))
-    except ValueError:
-        return ""
 
 
 @dataclass

@@ -508,10 +508,7 @@ class KernelLifecycle(LoggingConfigurable):
         await self.persist.save(record, "running")
 
     def _on_iopub(self, record: KernelRecord, msg: KernelMessage) -> None:
-        state = None
-        if msg.msg_type == "status":
-            with contextlib.suppress(ValueError):
-                state = msg.content().get("execution_state")
+        state = msg.execution_state or None
         record.touch(state if record.lifecycle is Lifecycle.RUNNING else None)
         self.persist.touched(record)
         self.iopub_count += 1

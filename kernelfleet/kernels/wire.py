@@ -48,6 +48,8 @@ class KernelMessage:
     parts: list[bytes]
     header: dict[str, Any]
     _encoded: dict[str, bytes] = field(default_factory=dict)
+    _parent_id: str | None = field(default=None, repr=False)
+    _state: str | None = field(default=None, repr=False)
 
     @property
     def msg_type(self) -> str:
@@ -66,11 +68,28 @@ class KernelMessage:
         return sum(len(p) for p in self.parts)
 
     def parent_msg_id(self) -> str | None:
-        try:
-            parent = json.loads(self.parts[1])
-        except ValueError:
-            return None
-        return parent.get("msg_id") if isinstance(parent, dict) else None
+        """The parent header's ``msg_id`` (parsed once per message; None if it has none)."""
+        if self._parent_id is None:
+            try:
+                parent = json.loads(self.parts[1])
+            except ValueError:
+                parent = None
+            value = parent.get("msg_id") if isinstance(parent, dict) else None
+            self._parent_id = value if isinstance(value, str) else ""
+        return self._parent_id or None
+
+    @property
+    def execution_state(self) -> str:
+        """A ``status`` message's ``execution_state`` (parsed once); "" for other messages."""
+        if self._state is None:
+            state = ""
+            if self.msg_type == "status":
+                try:
+                    state = str(self.content().get("execution_state") or "")
+                except ValueError:
+                    state = ""
+            self._state = state
+        return self._state
 
     def content(self) -> dict[str, Any]:
         value = json.loads(self.parts[3])
