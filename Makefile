@@ -141,13 +141,14 @@ lint: install
 bench: install system-deps yarn-deps k8s-deps
 	$(BIN)/python -m benchmarks
 
-# The full figures of the many-clients scenarios (benchmarks/README.md, "Many clients"): a
-# 10-minute 200-client run against kernelfleet and then jupyter_server, and 10 soak runs of
-# 3 minutes in one gateway; about 55 min on 2 cores.
+# The full figures of issue 15 (benchmarks/README.md): 500 test kernels and 200 ipykernels on
+# one gateway, a 10-minute 200-client run against kernelfleet and then jupyter_server, 10 soak
+# runs of 3 minutes in one gateway, and a 2-minute replica failover; about 65 min on 2 cores.
 .PHONY: bench-long
-bench-long: install
-	KF_BENCH_CLIENTS_SECONDS=600 KF_BENCH_SOAK_SECONDS=180 \
-	  $(BIN)/python -m benchmarks --only clients_200,soak_10 --scenario-timeout 3600
+bench-long: install system-deps
+	KF_BENCH_CLIENTS_SECONDS=600 KF_BENCH_SOAK_SECONDS=180 KF_BENCH_SCALE_IPYKERNELS=200 \
+	  KF_BENCH_HA_SECONDS=120 $(BIN)/python -m benchmarks \
+	  --only scale_500,scale_ipykernel,clients_200,soak_10,ha_failover --scenario-timeout 3600
 
 clean:
 	rm -rf $(VENV) build *.egg-info

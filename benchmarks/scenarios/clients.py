@@ -9,8 +9,8 @@ compares its RSS after run 10 with its RSS after run 1.
 Sizes and durations come from the environment (``make bench-long`` sets the full figures):
 
 =============================  ===============================================  =============
-``KF_BENCH_CLIENTS_SECONDS``   measured window of each clients_200 side         30 (quick 10)
-``KF_BENCH_SOAK_SECONDS``      measured window of each soak run                 12 (quick 5)
+``KF_BENCH_CLIENTS_SECONDS``   measured window of each clients_200 side         20 (quick 10)
+``KF_BENCH_SOAK_SECONDS``      measured window of each soak run                 8 (quick 5)
 ``KF_BENCH_SOAK_RUNS``         soak runs                                        10
 ``KF_BENCH_CLIENTS``           clients                                          200
 ``KF_BENCH_CLIENTS_KERNELS``   kernels                                          50
@@ -225,7 +225,7 @@ def _integrity_rows(js: dict[str, Any] | None, kf: dict[str, Any], label: str) -
     "200 clients on 50 shared kernels, verified: kernelfleet vs jupyter_server 2",
 )
 async def clients_200(ctx: Context) -> ScenarioResult:
-    seconds = _env_number("KF_BENCH_CLIENTS_SECONDS", ctx.n(30, 10))
+    seconds = _env_number("KF_BENCH_CLIENTS_SECONDS", ctx.n(20, 10))
     gw = await ctx.gateway("gateway-clients", fresh=True)
     try:
         kf = await _side(ctx, gw, seconds)
@@ -318,7 +318,7 @@ SOAK_BUFFER_SECONDS = 3.0
 
 @scenario("soak_10", "the 200-client run 10 times in one gateway: RSS after run 10 vs run 1")
 async def soak_10(ctx: Context) -> ScenarioResult:
-    seconds = _env_number("KF_BENCH_SOAK_SECONDS", ctx.n(12, 5))
+    seconds = _env_number("KF_BENCH_SOAK_SECONDS", ctx.n(8, 5))
     runs = int(_env_number("KF_BENCH_SOAK_RUNS", 10))
     n_kernels = int(_env_number("KF_BENCH_CLIENTS_KERNELS", 50))
     # Output for sessions whose clients went away is kept iopub_buffer_seconds (600 by
