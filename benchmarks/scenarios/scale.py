@@ -15,7 +15,7 @@ kernel of ``benchmarks/tinykernel.py`` (500 ipykernels do not fit in memory). At
 
 Targets at the largest step: RSS ≤ 300 MB, idle CPU ≤ 2 % of a core, list p99 ≤ 100 ms,
 next start ≤ 1.2x idle. ``scale_ipykernel`` adds one data point with ipykernel at
-``KF_BENCH_SCALE_IPYKERNELS`` kernels (default 100; quick 20), local only.
+``KF_BENCH_SCALE_IPYKERNELS`` kernels (default 50; quick 20; `make bench-long` 200), local only.
 """
 
 from __future__ import annotations
@@ -251,7 +251,7 @@ async def scale_500(ctx: Context) -> ScenarioResult:
 
 @scenario("scale_ipykernel", "ipykernel at the largest scale that fits: one data point")
 async def scale_ipykernel(ctx: Context) -> ScenarioResult:
-    count = int(os.environ.get("KF_BENCH_SCALE_IPYKERNELS") or ctx.n(100, 20))
+    count = int(os.environ.get("KF_BENCH_SCALE_IPYKERNELS") or ctx.n(50, 20))
     gw = await ctx.gateway("gateway-scale-ipy", extra_args=CULLER)
     idle_s = float(os.environ.get("KF_BENCH_SCALE_IDLE_S") or ctx.n(10, 5))
     try:

@@ -80,6 +80,11 @@ RESTART_ONLY = frozenset(
         ("Gateway", "secret_key_file"),
         ("Gateway", "gateway_id"),
         ("AuditLog", "audit_log"),
+        # every kernel's failover ring is sized when the replica starts (kernels.replicas)
+        ("ReplicaSettings", "failover_seconds"),
+        ("ReplicaSettings", "failover_buffer_mb"),
+        ("ReplicaSettings", "failover_messages"),
+        ("ReplicaSettings", "failover_total_mb"),
     }
 )
 #: TLS files: read again on every reload, but TLS is not turned on or off by one.

@@ -212,6 +212,8 @@ class KernelChannels:
         """Stop reading and tell every connection the kernel is gone (they close)."""
         self._closed = True
         await self._stop_reader()
+        if self.recent is not None:
+            self.recent.close()
         self._replay.clear()
         for link in list(self.links):
             link.kernel_gone()

@@ -34,28 +34,59 @@ from dataclasses import dataclass
 from kernelfleet.kernels.wire import KernelMessage
 
 
+class Budget:
+    """The bytes all of a replica's rings may hold together (``failover_total_mb``): past it,
+    a ring that grows keeps only its fair share, so the busiest kernels keep less history
+    and the replica's memory stays bounded however many kernels print at once."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.used = 0
+        self.rings = 0
+
+
 @dataclass(frozen=True)
 class RecentLimits:
     seconds: float = 60.0
     max_bytes: int = 8 * 1024 * 1024
     max_messages: int = 5000
+    budget: Budget | None = None
 
 
 class RecentOutput:
     """A kernel's last iopub messages, each with its arrival time (``time.monotonic()``)."""
 
-    __slots__ = ("limits", "messages", "nbytes")
+    __slots__ = ("budget", "limits", "messages", "nbytes")
 
     def __init__(self, limits: RecentLimits) -> None:
         self.limits = limits
         self.messages: collections.deque[tuple[float, KernelMessage]] = collections.deque()
         self.nbytes = 0
+        self.budget = limits.budget
+        if self.budget is not None:
+            self.budget.rings += 1
+
+    def close(self) -> None:
+        """The kernel is gone: its ring's bytes return to the budget."""
+        while self.messages:
+            self._pop()
+        if self.budget is not None:
+            self.budget.rings -= 1
+            self.budget = None
 
     def add(self, msg: KernelMessage, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
         self.messages.append((now, msg))
         self.nbytes += msg.size
+        if self.budget is not None:
+            self.budget.used += msg.size
         self._trim(now)
+
+    def _pop(self) -> None:
+        _, old = self.messages.popleft()
+        self.nbytes -= old.size
+        if self.budget is not None:
+            self.budget.used -= old.size
 
     def _trim(self, now: float) -> None:
         limits, messages = self.limits, self.messages
@@ -64,8 +95,12 @@ class RecentOutput:
             or self.nbytes > limits.max_bytes
             or now - messages[0][0] > limits.seconds
         ):
-            _, old = messages.popleft()
-            self.nbytes -= old.size
+            self._pop()
+        budget = self.budget
+        if budget is not None and budget.used > budget.max_bytes:
+            share = budget.max_bytes // max(1, budget.rings)
+            while messages and self.nbytes > share:
+                self._pop()
 
     def since(self, when: float) -> list[KernelMessage]:
         """The messages that arrived after *when*, oldest first."""

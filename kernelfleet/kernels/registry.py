@@ -92,16 +92,14 @@ class KernelRegistry(KernelLifecycle):
 
     async def refresh(self) -> None:
         """Bring the in-memory view up to date with a shared store (one read per listing;
-        concurrent listings share it). While the store's notifications keep the view current
-        (kernels.replicas), at most one read a second: a listing right after a start on
-        another replica may come before its notification."""
+        concurrent listings share it). Also while the store's notifications keep the view
+        current (kernels.replicas): a listing right after a start on another replica may
+        come before its notification."""
         if not self.shared_store:
             return
         if self._sync_lock.locked():
             async with self._sync_lock:
                 return
-        if self.notified and time.monotonic() - self._synced_at < 1.0:
-            return
         await self.sync(force=True)
 
     async def sync(self, *, force: bool = False) -> None:

@@ -40,7 +40,7 @@ from traitlets.config import LoggingConfigurable
 from kernelfleet.aio import cancel_and_wait
 from kernelfleet.config import option
 from kernelfleet.kernels.events import KernelEvent
-from kernelfleet.kernels.failover import Failover, RecentLimits
+from kernelfleet.kernels.failover import Budget, Failover, RecentLimits
 from kernelfleet.kernels.reattach import adopt, refresh_standby, stop_leftovers
 from kernelfleet.kernels.record import Lifecycle
 from kernelfleet.kernels.stores import StoredKernel
@@ -95,6 +95,14 @@ class ReplicaSettings(LoggingConfigurable):
         ),
         "KF_FAILOVER_MESSAGES",
     )
+    failover_total_mb = option(
+        Int(
+            1024,
+            help="""Megabytes of recent output all kernels' failover buffers may hold together
+            on this replica; past it the busiest kernels keep less. Default: 1024.""",
+        ),
+        "KF_FAILOVER_TOTAL_MB",
+    )
     failover_uncertainty = option(
         Float(
             1.0,
@@ -125,6 +133,7 @@ class Replicas:
         self.version = version
         self.me = registry.persist.gateway_id
         self.deaths: list[Death] = []
+        self._budget = Budget(0)  # every ring's bytes together (failover_total_mb)
         self._dead: set[str] = set()  # peers whose death is noted, until a new lease
         self._rounds = 0  # heartbeats since the last look for kernels of unleased replicas
         self._checking: asyncio.Future[None] | None = None  # the lease query in flight
@@ -140,10 +149,12 @@ class Replicas:
 
     def recent_limits(self) -> RecentLimits:
         s = self.settings
+        self._budget.max_bytes = int(s.failover_total_mb) * 1024 * 1024
         return RecentLimits(
             seconds=float(s.failover_seconds),
             max_bytes=int(s.failover_buffer_mb) * 1024 * 1024,
             max_messages=int(s.failover_messages),
+            budget=self._budget,
         )
 
     async def start(self) -> None:
@@ -181,6 +192,9 @@ class Replicas:
         while True:
             await asyncio.sleep(max(0.2, float(self.settings.replica_heartbeat)))
             try:
+                # a lost lease connection made the others take this replica's kernels over;
+                # it holds its lease again (a no-op while the lease is held) and carries on
+                await self.store.hold_lease(self.me, wait=0.5)
                 await self.store.heartbeat(self.me, self.url, self.version)
                 await self._check_peers()
             except asyncio.CancelledError:

@@ -10,8 +10,11 @@ shows within seconds in ``GET /api/kernels/{id}`` came through the store's notif
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import signal
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +25,7 @@ import pytest
 
 from kernelfleet.client import stdout_of
 from tests.gatewayproc import kernel_pids
-from tests.ha.harness import ReplicaSet
+from tests.ha.harness import MARKER, ReplicaSet
 
 pytestmark = [pytest.mark.ha, pytest.mark.timeout(240)]
 
@@ -191,3 +194,52 @@ async def test_any_replica_hands_over_another_replicas_warm_kernel(pooled_set: R
 
     await until(origin_lists_it_as_a_users_kernel, 10, "the origin replica sees the hand-over")
     assert (await run(rs, origin, second, "print('same kernel')")).strip() == "same kernel"
+
+
+SLOW = """import os, sys, time
+time.sleep(30)
+os.execv(sys.executable, [sys.executable, "-m", "ipykernel_launcher", "-f", sys.argv[1]])
+"""
+
+
+async def test_a_dead_replicas_unfinished_launch_is_stopped_and_forgotten(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    env = {"KF_ALLOWED_KERNELSPECS": "python3,slow"}
+    with ReplicaSet(tmp_path / "ha", postgres_url, n=2, env=env) as rs:
+        slow = rs.root / "jupyter" / "kernels" / "slow"
+        slow.mkdir(parents=True)
+        spec = {
+            "argv": [sys.executable, "-c", SLOW, "{connection_file}"],
+            "display_name": "slow to start",
+            "language": "python",
+            "env": {MARKER: rs.id},
+        }
+        (slow / "kernel.json").write_text(json.dumps(spec))
+
+        async def known() -> bool:  # kernelspecs are read again every 2 s
+            specs = await rs.replica_client(1).call("GET", "/api/kernelspecs")
+            return "slow" in specs["kernelspecs"]
+
+        await until(known, 10, "replica 1 sees the new kernelspec")
+        launch = asyncio.ensure_future(rs.replica_client(1).start_kernel("slow"))
+
+        async def launching() -> bool:
+            return any(r["state"] in {"starting", "launching"} for r in rows(rs).values())
+
+        await until(launching, 30, "replica 1 launching the slow kernel")
+        (kid,) = [k for k, r in rows(rs).items() if r["state"] in {"starting", "launching"}]
+        await until(lambda: _some(kernel_pids(kid)), 30, "the slow kernel's process runs")
+        rs.kill(1)
+        with contextlib.suppress(Exception):
+            await launch  # its client gets an error: the replica died
+        # replica 2 knows at once that replica 1 died: the launch it left is stopped
+        await until(lambda: _gone(rs, kid), 30, "the unfinished launch is stopped and forgotten")
+
+
+async def _some(pids: list[int]) -> bool:
+    return bool(pids)
+
+
+async def _gone(rs: ReplicaSet, kid: str) -> bool:
+    return kid not in rows(rs) and not kernel_pids(kid)

@@ -8,7 +8,7 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kernelfleet.kernels.failover import RecentLimits, RecentOutput
+from kernelfleet.kernels.failover import Budget, RecentLimits, RecentOutput
 from kernelfleet.kernels.notices import loss_notice
 from kernelfleet.kernels.wire import KernelMessage
 
@@ -105,3 +105,18 @@ def test_replay_and_report_never_overlap_with_what_was_surely_delivered(
     for t, m in ring.messages:
         if t >= died - uncertainty and m.parent_msg_id():
             assert m.parent_msg_id() in affected
+
+
+def test_all_rings_together_stay_within_the_replicas_budget() -> None:
+    budget = Budget(max_bytes=10 * stream("a", "x", 0).size)
+    limits = RecentLimits(budget=budget)
+    busy, quiet = RecentOutput(limits), RecentOutput(limits)
+    quiet.add(stream("q", "x", 0), now=0.0)
+    for n in range(100):
+        busy.add(stream("b", "x", n), now=1.0)
+        assert budget.used <= budget.max_bytes
+    assert len(quiet.messages) == 1  # the busy kernel gave up its history, not the quiet one
+    assert busy.messages  # and still keeps some
+    busy.close()
+    quiet.close()
+    assert budget.used == 0 and budget.rings == 0
