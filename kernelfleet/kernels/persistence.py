@@ -78,8 +78,8 @@ class Persister:
         }
         # "launching": the checkpoints so far (what was created, before it answers)
         if km is not None and km.provisioner is not None and state != "starting":
-            payload["provisioner_info"] = _jsonable(await km.provisioner.get_provisioner_info())
-            payload["connection_info"] = _jsonable(km.get_connection_info())
+            payload["provisioner_info"] = jsonable(await km.provisioner.get_provisioner_info())
+            payload["connection_info"] = jsonable(km.get_connection_info())
         row = StoredKernel(
             id=record.id,
             name=record.name,
@@ -116,14 +116,14 @@ class Persister:
                 raise
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     """JSON-ready copy: bytes (HMAC and CurveZMQ keys) become str, mappings and lists recurse."""
     if isinstance(value, bytes):
         return value.decode()
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     return value
 
 

@@ -28,7 +28,7 @@ from kernelfleet.errors import describe
 from kernelfleet.kernels.events import KernelEvent
 from kernelfleet.kernels.lifecycle import KernelLifecycle
 from kernelfleet.kernels.logs import reopen_log
-from kernelfleet.kernels.persistence import rebuild_manager
+from kernelfleet.kernels.persistence import jsonable, rebuild_manager
 from kernelfleet.kernels.record import KernelRecord, Lifecycle
 from kernelfleet.kernels.secrets import SecretBoxError
 from kernelfleet.kernels.stores import StoredKernel
@@ -159,16 +159,12 @@ async def refresh_standby(
     record.restart_count = row.restart_count
     record.replica = row.gateway
     conn = payload.get("connection_info")
-    if isinstance(conn, dict) and conn and conn != _jsonable_info(km.get_connection_info()):
+    if isinstance(conn, dict) and conn and conn != jsonable(dict(km.get_connection_info())):
         km.load_connection_info(conn)  # type: ignore[arg-type]
         if record.channels is not None:
             await registry.connect_record(record)
     if record.lifecycle is Lifecycle.RESTARTING:
         record.lifecycle = Lifecycle.RUNNING
-
-
-def _jsonable_info(info: Any) -> dict[str, Any]:
-    return {k: v.decode() if isinstance(v, bytes) else v for k, v in dict(info).items()}
 
 
 async def reattach_all(registry: KernelLifecycle, answer_within: float) -> ReattachReport:

@@ -41,7 +41,7 @@ from kernelfleet.aio import cancel_and_wait
 from kernelfleet.config import option
 from kernelfleet.kernels.events import KernelEvent
 from kernelfleet.kernels.failover import Budget, Failover, RecentLimits
-from kernelfleet.kernels.reattach import adopt, refresh_standby, stop_leftovers
+from kernelfleet.kernels.reattach import adopt, adopt_one, refresh_standby, stop_leftovers
 from kernelfleet.kernels.record import Lifecycle
 from kernelfleet.kernels.stores import StoredKernel
 from kernelfleet.kernels.timestamps import format_timestamp, utcnow
@@ -393,7 +393,7 @@ class Replicas:
         gateway = change.get("gateway")
         if record is None:
             if change.get("state") == "running" and not change.get("pooled"):
-                self._spawn(self._adopt(kid))
+                self._spawn(adopt_one(registry, kid, registry.reattach_timeout))
             return
         if isinstance(change.get("owner"), str) and change["owner"] != record.owner:
             record.owner = change["owner"]
@@ -405,17 +405,6 @@ class Replicas:
             record.pooled = False
         if gateway != self.me and change.get("state") == "running" and not record.lock.locked():
             self._spawn(self._refresh(kid))
-
-    async def _adopt(self, kid: str) -> None:
-        store, registry = self.store, self.registry
-        row = await store.get(kid)
-        if (
-            row is not None
-            and row.state == "running"
-            and not row.pooled
-            and kid not in registry.records
-        ):
-            await adopt(registry, row, claim=False, answer_within=registry.reattach_timeout)
 
     async def _refresh(self, kid: str) -> None:
         registry = self.registry

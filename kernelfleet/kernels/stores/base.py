@@ -267,6 +267,30 @@ class KernelStore(abc.ABC):
         return asyncio.Lock()
 
 
+def kernel_from_row(row: tuple[Any, ...]) -> StoredKernel:
+    """A :class:`StoredKernel` from a ``SELECT`` of :data:`COLUMNS` (either driver)."""
+    values = dict(zip(COLUMNS, row, strict=True))
+    values["created"] = to_utc(values["created"])
+    values["last_activity"] = to_utc(values["last_activity"])
+    values["pooled"] = bool(values["pooled"])  # SQLite keeps an integer
+    return StoredKernel(**values)
+
+
+def replica_from_row(row: tuple[Any, ...]) -> ReplicaInfo:
+    """A :class:`ReplicaInfo` from ``id, url, version, schema_version, started, heartbeat,
+    age`` (either driver)."""
+    rid, url, version, schema_version, started, heartbeat, age = row
+    return ReplicaInfo(
+        id=rid,
+        url=url,
+        version=version,
+        schema_version=int(schema_version),
+        started=to_utc(started).astimezone(dt.UTC),
+        heartbeat=to_utc(heartbeat).astimezone(dt.UTC),
+        age_seconds=max(0.0, float(age)),
+    )
+
+
 def to_utc(value: Any) -> dt.datetime:
     if isinstance(value, dt.datetime):
         return value if value.tzinfo else value.replace(tzinfo=dt.UTC)

@@ -36,7 +36,8 @@ from kernelfleet.kernels.stores.base import (
     StopWatching,
     StoredKernel,
     insert_sql,
-    to_utc,
+    kernel_from_row,
+    replica_from_row,
 )
 from kernelfleet.kernels.stores.migrations import KF_SCHEMA, AppliedStep, next_action, plan
 from kernelfleet.kernels.stores.pgwatch import ChangeListener
@@ -97,26 +98,6 @@ TAKE_POOLED = (
     + RETURNING
 )
 TAKE_OVER = "UPDATE kf_kernels SET gateway = %s WHERE gateway = %s" + RETURNING  # noqa: S608
-
-
-def _kernel(row: tuple[Any, ...]) -> StoredKernel:
-    values = dict(zip(COLUMNS, row, strict=True))
-    values["created"] = to_utc(values["created"])
-    values["last_activity"] = to_utc(values["last_activity"])
-    return StoredKernel(**values)
-
-
-def _replica(row: tuple[Any, ...]) -> ReplicaInfo:
-    rid, url, version, schema_version, started, heartbeat, age = row
-    return ReplicaInfo(
-        id=rid,
-        url=url,
-        version=version,
-        schema_version=int(schema_version),
-        started=to_utc(started).astimezone(dt.UTC),
-        heartbeat=to_utc(heartbeat).astimezone(dt.UTC),
-        age_seconds=max(0.0, float(age)),
-    )
 
 
 def _params(kernel: StoredKernel) -> tuple[Any, ...]:
@@ -262,14 +243,14 @@ class PostgresStore(KernelStore):
 
     async def get(self, kernel_id: str) -> StoredKernel | None:
         rows = await self._execute(SELECT_ONE, (kernel_id,), fetch=True)
-        return _kernel(rows[0]) if rows else None
+        return kernel_from_row(rows[0]) if rows else None
 
     async def delete(self, kernel_id: str) -> None:
         await self._execute("DELETE FROM kf_kernels WHERE id = %s", (kernel_id,))
 
     async def all(self) -> list[StoredKernel]:
         rows = await self._execute(SELECT, fetch=True)
-        return [_kernel(r) for r in rows or []]
+        return [kernel_from_row(r) for r in rows or []]
 
     async def touch(self, activity: dict[str, dt.datetime]) -> None:
         if not activity:
@@ -359,7 +340,7 @@ class PostgresStore(KernelStore):
 
     async def replicas(self) -> list[ReplicaInfo]:
         rows = await self._execute(REPLICAS, fetch=True)
-        return [_replica(r) for r in rows or []]
+        return [replica_from_row(r) for r in rows or []]
 
     async def forget_replica(self, replica_id: str) -> None:
         await self._execute("DELETE FROM kf_replicas WHERE id = %s", (replica_id,))
@@ -382,7 +363,7 @@ class PostgresStore(KernelStore):
             rows: list[tuple[Any, ...]] = await cur.fetchall()
             return rows
 
-        return [_kernel(r) for r in await self._transaction(body)]
+        return [kernel_from_row(r) for r in await self._transaction(body)]
 
     async def claim(
         self, kernel_id: str, expected_gateway: str, new_gateway: str
@@ -399,7 +380,7 @@ class PostgresStore(KernelStore):
             return row
 
         row = await self._transaction(body)
-        return _kernel(row) if row is not None else None
+        return kernel_from_row(row) if row is not None else None
 
     async def watch(self, callback: ChangeCallback) -> StopWatching:
         listener = ChangeListener(self.url, callback)

@@ -22,7 +22,6 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from kernelfleet.kernels.stores.base import (
-    COLUMNS,
     RETURNING,
     SCHEMA_VERSION,
     SELECT,
@@ -30,7 +29,8 @@ from kernelfleet.kernels.stores.base import (
     ReplicaInfo,
     StoredKernel,
     insert_sql,
-    to_utc,
+    kernel_from_row,
+    replica_from_row,
 )
 from kernelfleet.kernels.stores.migrations import (
     KF_SCHEMA,
@@ -79,27 +79,6 @@ def _row(kernel: StoredKernel) -> tuple[Any, ...]:
         kernel.restart_count,
         int(kernel.pooled),
         kernel.secret,
-    )
-
-
-def _kernel(row: tuple[Any, ...]) -> StoredKernel:
-    values = dict(zip(COLUMNS, row, strict=True))
-    values["created"] = to_utc(values["created"])
-    values["last_activity"] = to_utc(values["last_activity"])
-    values["pooled"] = bool(values["pooled"])
-    return StoredKernel(**values)
-
-
-def _replica(row: tuple[Any, ...]) -> ReplicaInfo:
-    rid, url, version, schema_version, started, heartbeat, age = row
-    return ReplicaInfo(
-        id=rid,
-        url=url,
-        version=version,
-        schema_version=int(schema_version),
-        started=to_utc(started).astimezone(dt.UTC),
-        heartbeat=to_utc(heartbeat).astimezone(dt.UTC),
-        age_seconds=max(0.0, float(age)),
     )
 
 
@@ -213,14 +192,14 @@ class SQLiteStore(KernelStore):
 
     async def get(self, kernel_id: str) -> StoredKernel | None:
         rows = await self._run(lambda db: db.execute(SELECT_ONE, (kernel_id,)).fetchall())
-        return _kernel(rows[0]) if rows else None
+        return kernel_from_row(rows[0]) if rows else None
 
     async def delete(self, kernel_id: str) -> None:
         await self._run(lambda db: db.execute("DELETE FROM kf_kernels WHERE id = ?", (kernel_id,)))
 
     async def all(self) -> list[StoredKernel]:
         rows = await self._run(lambda db: db.execute(SELECT).fetchall())
-        return [_kernel(r) for r in rows]
+        return [kernel_from_row(r) for r in rows]
 
     async def touch(self, activity: dict[str, dt.datetime]) -> None:
         if not activity:
@@ -241,7 +220,7 @@ class SQLiteStore(KernelStore):
 
     async def replicas(self) -> list[ReplicaInfo]:
         rows = await self._run(lambda db: db.execute(REPLICAS).fetchall())
-        return [_replica(r) for r in rows]
+        return [replica_from_row(r) for r in rows]
 
     async def forget_replica(self, replica_id: str) -> None:
         sql = "DELETE FROM kf_replicas WHERE id = ?"
@@ -261,16 +240,16 @@ class SQLiteStore(KernelStore):
             return db.execute(TAKE_OVER, (new_replica_id, dead_replica_id)).fetchall()
 
         rows = await self._run(lambda db: in_transaction(db, work))
-        return [_kernel(r) for r in rows]
+        return [kernel_from_row(r) for r in rows]
 
     async def claim(
         self, kernel_id: str, expected_gateway: str, new_gateway: str
     ) -> StoredKernel | None:
         params = (new_gateway, kernel_id, expected_gateway)
         rows = await self._run(lambda db: db.execute(CLAIM, params).fetchall())
-        return _kernel(rows[0]) if rows else None
+        return kernel_from_row(rows[0]) if rows else None
 
     async def take_pooled(self, kernel_id: str, gateway: str) -> StoredKernel | None:
         params = (gateway, kernel_id)
         rows = await self._run(lambda db: db.execute(TAKE_POOLED, params).fetchall())
-        return _kernel(rows[0]) if rows else None
+        return kernel_from_row(rows[0]) if rows else None
