@@ -28,6 +28,7 @@ class KernelFleetApp(KernelfleetCommand):
         "spec": ("kernelfleet.cli.spec.SpecApp", "Manage kernelspecs for the fleet."),
         "hosts": ("kernelfleet.cli.hosts.HostsApp", "Check the hosts of the fleet."),
         "image": ("kernelfleet.cli.image.ImageApp", "Build kernel images without a registry."),
+        "env": ("kernelfleet.cli.env.EnvApp", "Build Python environments offered as kernels."),
     }
 
 

@@ -26,6 +26,8 @@ from kernelfleet.cli.memory import return_freed_memory
 from kernelfleet.config import EnvError, config_from_env
 from kernelfleet.dashboard.app import install as install_dashboard
 from kernelfleet.dashboard.settings import DashboardSettings
+from kernelfleet.envs.api import install as install_envs
+from kernelfleet.envs.settings import EnvSettings
 from kernelfleet.gateway.app import Gateway
 from kernelfleet.gateway.audit import AuditLog
 from kernelfleet.gateway.auth import Authenticator
@@ -58,6 +60,7 @@ def configurable_classes() -> list[type[Configurable]]:
         KernelProfiles,
         Metrics,
         DashboardSettings,
+        EnvSettings,
     ]
     try:
         from kernelfleet.provisioners.ssh import SSHProvisioner
@@ -201,7 +204,8 @@ class ServeApp(Application):
         loop.add_signal_handler(signal.SIGHUP, hangup.set)
         try:
             gateway = Gateway(parent=self)
-            install_dashboard(gateway)
+            envs = install_envs(gateway)
+            install_dashboard(gateway, envs=envs)
         except Exception as exc:  # a bad store URL, an unreadable key file, ...
             self.log.critical("cannot start: %s", exc)
             self.exit(1)

@@ -144,6 +144,15 @@ class InstallBase(KernelfleetCommand):
         ),
         "KF_SPEC_UNAUTHORIZED_USERS",
     )
+    authorized_groups = option(
+        TList(
+            Unicode(),
+            help="Groups whose members may start this kernelspec, as the gateway's identity "
+            "authority (JupyterHub) reports them (repeatable or comma list). Default: none "
+            "(authorized users only, if any).",
+        ),
+        "KF_SPEC_AUTHORIZED_GROUPS",
+    )
     launch_timeout = option(
         Float(
             spec_options.DEFAULT_LAUNCH_TIMEOUT,
@@ -238,6 +247,7 @@ class InstallBase(KernelfleetCommand):
         "python": "{cls}.python",
         "authorized-users": "{cls}.authorized_users",
         "unauthorized-users": "{cls}.unauthorized_users",
+        "authorized-groups": "{cls}.authorized_groups",
         "launch-timeout": "{cls}.launch_timeout",
         "ipykernel-subclass-name": "{cls}.ipykernel_subclass_name",
         "spark-master": "{cls}.spark_master",
@@ -272,6 +282,7 @@ class InstallBase(KernelfleetCommand):
             python=self.python,
             authorized_users=split_list(self.authorized_users),
             unauthorized_users=split_list(self.unauthorized_users),
+            authorized_groups=split_list(self.authorized_groups),
             launch_timeout=self.launch_timeout,
             ipykernel_subclass_name=self.ipykernel_subclass_name,
             spark=self.spark,

@@ -16,6 +16,8 @@ Modules, one concern each:
   and how it reaches the browser live (server-side diffs pushed as server-sent events);
 - :mod:`.specform` and :mod:`.specjobs`: the kernelspec form (pure parsing and validation) and
   the install + sync job with its progress;
+- :mod:`.envform` and :mod:`.envpages`: kernel environments (when the gateway serves them):
+  the form (pure), the list with usage against the quota, and a build's live progress;
 - :mod:`.app`: the wiring.
 
 Front end: server-rendered Jinja2 templates (autoescaped) and one small plain JavaScript file,

@@ -1,5 +1,6 @@
 """The dashboard's state, shared by its handlers: settings, the session codec, who is logged in,
-the live feed, spec jobs and the templates. One per gateway; nothing global.
+the live feed, spec jobs, the kernel environments (when the gateway serves them) and the
+templates. One per gateway; nothing global.
 
 Authentication is the API's (:class:`~kernelfleet.gateway.auth.Authenticator`): a request
 with an ``Authorization`` header is authenticated by it on every request, exactly as the API
@@ -29,6 +30,7 @@ from kernelfleet.dashboard.live import LiveFeed
 from kernelfleet.dashboard.session import Session, SessionCodec, load_key
 from kernelfleet.dashboard.settings import DashboardSettings
 from kernelfleet.dashboard.specjobs import SpecJobs
+from kernelfleet.envs.api import EnvApi
 from kernelfleet.errors import Forbidden
 from kernelfleet.gateway.auth import Authenticator
 from kernelfleet.kernels.catalog import KernelSpecCatalog
@@ -58,8 +60,12 @@ class Dashboard:
         auth: Authenticator,
         config: Config,
         data_dir: str,
+        envs: EnvApi | None = None,
     ) -> None:
+        """*envs*: the gateway's kernel environments (their admin API), when it serves them;
+        the Environments pages are shown only then."""
         self.settings = settings
+        self.envs = envs
         self.registry = registry
         self.catalog = catalog
         self.auth = auth

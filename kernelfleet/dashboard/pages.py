@@ -146,6 +146,7 @@ def spec_summary(entry: SpecEntry, profiles: list[str]) -> dict[str, Any]:
         "hosts": [str(h) for h in hosts],
         "authorized_users": sorted(policy.authorized_users),
         "unauthorized_users": sorted(policy.unauthorized_users),
+        "authorized_groups": sorted(policy.authorized_groups),
         "resource_dir": entry.resource_dir,
         "editable": specform.values_from_spec(entry.spec) is not None,
         "profiles": profiles,

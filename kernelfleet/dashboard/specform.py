@@ -57,6 +57,9 @@ COMMON_FIELDS: tuple[Field, ...] = (
           "Empty: everyone the gateway allows."),
     Field("unauthorized_users", "Refused users", "list", "unauthorized_users",
           help="Users refused this kernelspec, one per line or comma-separated."),
+    Field("authorized_groups", "Authorized groups", "list", "authorized_groups",
+          help="Groups (as JupyterHub reports them) whose members may start this kernelspec, "
+          "one per line or comma-separated."),
     Field("launch_timeout", "Launch timeout (s)", "number", "launch_timeout",
           help="Seconds a kernel may take to start. Empty: the backend's default (60 s; YARN "
           "longer)."),
@@ -139,6 +142,7 @@ def default_values() -> dict[str, Any]:
         "python": sys.executable,
         "authorized_users": [],
         "unauthorized_users": [],
+        "authorized_groups": [],
         "launch_timeout": "",
         "spark": False,
         "spark_master": "yarn",
@@ -187,6 +191,7 @@ def values_from_spec(spec: Mapping[str, Any]) -> dict[str, Any] | None:
         python=str(ours.get("python") or values["python"]),
         authorized_users=_shown(config.get("authorized_users") or []),
         unauthorized_users=_shown(config.get("unauthorized_users") or []),
+        authorized_groups=_shown(config.get("authorized_groups") or []),
         launch_timeout=_shown(config.get("launch_timeout")),
         spark=spark is not None and str(ours.get("language")) != "scala",
     )
@@ -239,8 +244,9 @@ def _pairs(text: str, label: str) -> dict[str, Any]:
     return out
 
 
-def _parse_one(f: Field, raw: Mapping[str, str]) -> tuple[Any, Any]:
-    """(value to show again, value for the options; None: leave the option unset)."""
+def parse_field(f: Field, raw: Mapping[str, str]) -> tuple[Any, Any]:
+    """Field *f* of a submitted form *raw*: (value to show again, value for the options; None:
+    leave the option unset). :class:`ValueError` says what is wrong with it, by its label."""
     text = raw.get(f.name, "")
     if f.widget == "checkbox":  # a browser leaves an unchecked box out
         on = f.name in raw and text not in {"", "0", "off", "false"}
@@ -288,7 +294,7 @@ def parse_form(raw: Mapping[str, str], *, existing: frozenset[str] = frozenset()
     errors: dict[str, str] = {}
     for f in all_fields(kind):
         try:
-            shown, value = _parse_one(f, raw)
+            shown, value = parse_field(f, raw)
         except ValueError as exc:
             values[f.name] = raw.get(f.name, "")
             errors[f.name] = str(exc)

@@ -120,6 +120,7 @@ class DashboardHandler(web.RequestHandler):
             "csrf": self.csrf,
             "csrf_field": guard.CSRF_FIELD,
             "logged_in": self.session is not None,
+            "envs_enabled": self.dash.envs is not None,
         }
 
     def write_json(self, value: Any, status: int = 200) -> None:

@@ -15,7 +15,12 @@ Stable API (for test fixtures too: a pause image is three lines, below)::
     parse_ref(ref: str) -> ImageRef
         # [domain/]path:tag; .normalized is the name the kubelet asks for
     extract_layer(archive: Path, dest: IO[bytes]) -> None
-        # the rootfs tar back (uncompressed), e.g. into ``tar -x``
+        # the rootfs tar back (uncompressed), e.g. into ``tar -x``; single-layer images only
+    gzip_layer(tar_path: Path, dest: IO[bytes], compresslevel: int) -> tuple[Blob, str]
+    write_image_archive(out: Path, ref: ImageRef, config: Mapping[str, Any],
+                        layers: Sequence[tuple[Blob, IO[bytes]]]) -> str
+        # the two steps of write_oci_archive, for images of several layers
+        # (kernelfleet.images.layer.add_layer: a base image plus an environment's layer)
 
 For example, the pause image::
 
@@ -24,7 +29,8 @@ For example, the pause image::
                       ImageConfig(entrypoint=("/pause",)))
 
 The archive is one tar holding an OCI image layout (``oci-layout``, ``index.json``,
-``blobs/sha256/…``) with a single gzip layer (the rootfs tar as it is), and also Docker's
+``blobs/sha256/…``) with gzip layers (one, the rootfs tar as it is, from
+:func:`write_oci_archive`; more from :func:`kernelfleet.images.layer.add_layer`), and Docker's
 ``manifest.json``, so both ``ctr -n k8s.io images import ARCHIVE`` (verified with containerd
 1.6.20) and ``docker load -i ARCHIVE`` (Docker 20.10 reads only ``manifest.json``; not yet
 verified here) name the image. The index descriptor
@@ -47,7 +53,7 @@ import re
 import shutil
 import tarfile
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
@@ -287,12 +293,13 @@ class Blob:
         return {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
 
 
-def _gzip_layer(rootfs_tar: Path, dest: IO[bytes], compresslevel: int) -> tuple[Blob, str]:
-    """Gzip *rootfs_tar* into *dest*; returns the layer blob and its diff id."""
+def gzip_layer(tar_path: Path, dest: IO[bytes], compresslevel: int) -> tuple[Blob, str]:
+    """Gzip the layer tar *tar_path* into *dest* (no file name, mtime 0: reproducible);
+    returns the layer blob and its diff id (the digest of the uncompressed tar)."""
     diff = hashlib.sha256()
     counter = _HashingWriter(dest)
     with (
-        open(rootfs_tar, "rb") as src,
+        open(tar_path, "rb") as src,
         gzip.GzipFile(
             filename="", mode="wb", fileobj=counter, compresslevel=compresslevel, mtime=0
         ) as gz,
@@ -325,43 +332,60 @@ def write_oci_archive(
     Raises :class:`InvalidReference` before any work when *ref* is unusable."""
     parsed = parse_ref(ref)
     out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile(dir=out.parent) as gz_out:
+        layer, diff_id = gzip_layer(rootfs_tar, gz_out, compresslevel)
+        gz_out.seek(0)
+        return write_image_archive(out, parsed, config.to_json([diff_id]), [(layer, gz_out)])
+
+
+def write_image_archive(
+    out: Path, ref: ImageRef, config: Mapping[str, Any], layers: Sequence[tuple[Blob, IO[bytes]]]
+) -> str:
+    """Write the image of *config* (its JSON, ``rootfs.diff_ids`` matching *layers*) and
+    *layers* (each gzip blob and a file positioned at its start, base layer first) to *out*,
+    named *ref*; return the manifest digest. Shared by :func:`write_oci_archive` and
+    :func:`kernelfleet.images.layer.add_layer`, so every archive has one layout. A blob listed
+    twice is stored once. *out* appears complete or not at all."""
+    config_bytes = canonical_json(config)
+    cfg = Blob(sha256_digest(config_bytes), len(config_bytes), MEDIA_CONFIG)
+    manifest_bytes = canonical_json(
+        {
+            "schemaVersion": 2,
+            "mediaType": MEDIA_MANIFEST,
+            "config": cfg.descriptor(),
+            "layers": [layer.descriptor() for layer, _ in layers],
+        }
+    )
+    manifest = Blob(sha256_digest(manifest_bytes), len(manifest_bytes), MEDIA_MANIFEST)
+    platform = {"architecture": config["architecture"], "os": config["os"]}
+    index = {
+        "schemaVersion": 2,
+        "mediaType": MEDIA_INDEX,
+        "manifests": [
+            {
+                **manifest.descriptor(),
+                "platform": platform,
+                "annotations": {
+                    ANNOTATION_CONTAINERD_NAME: ref.normalized,
+                    ANNOTATION_REF_NAME: ref.tag,
+                },
+            }
+        ],
+    }
+    docker_manifest = [
+        {
+            "Config": cfg.member,
+            "RepoTags": [str(ref)],
+            "Layers": [layer.member for layer, _ in layers],
+        }
+    ]
+    out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
     os.close(fd)
     tmp = Path(tmp_name)
-    layer_tmp = tmp.with_suffix(".layer")
     try:
-        with open(layer_tmp, "wb") as gz_out:
-            layer, diff_id = _gzip_layer(rootfs_tar, gz_out, compresslevel)
-        config_bytes = canonical_json(config.to_json([diff_id]))
-        cfg = Blob(sha256_digest(config_bytes), len(config_bytes), MEDIA_CONFIG)
-        manifest_bytes = canonical_json(
-            {
-                "schemaVersion": 2,
-                "mediaType": MEDIA_MANIFEST,
-                "config": cfg.descriptor(),
-                "layers": [layer.descriptor()],
-            }
-        )
-        manifest = Blob(sha256_digest(manifest_bytes), len(manifest_bytes), MEDIA_MANIFEST)
-        index = {
-            "schemaVersion": 2,
-            "mediaType": MEDIA_INDEX,
-            "manifests": [
-                {
-                    **manifest.descriptor(),
-                    "platform": {"architecture": config.architecture, "os": config.os},
-                    "annotations": {
-                        ANNOTATION_CONTAINERD_NAME: parsed.normalized,
-                        ANNOTATION_REF_NAME: parsed.tag,
-                    },
-                }
-            ],
-        }
-        docker_manifest = [
-            {"Config": cfg.member, "RepoTags": [str(parsed)], "Layers": [layer.member]}
-        ]
         with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
-            # Metadata first, the layer last: a reader finds the index without seeking far.
+            # Metadata first, the layers last: a reader finds the index without seeking far.
             _add_bytes(tar, "oci-layout", canonical_json({"imageLayoutVersion": "1.0.0"}))
             _add_bytes(tar, "index.json", canonical_json(index))
             _add_bytes(tar, "manifest.json", canonical_json(docker_manifest))
@@ -369,12 +393,14 @@ def write_oci_archive(
             tar.addfile(_member("blobs/sha256/", kind=tarfile.DIRTYPE))
             _add_bytes(tar, manifest.member, manifest_bytes)
             _add_bytes(tar, cfg.member, config_bytes)
-            with open(layer_tmp, "rb") as layer_in:
-                tar.addfile(_member(layer.member, layer.size), layer_in)
+            written: set[str] = set()
+            for layer, source in layers:
+                if layer.digest not in written:
+                    tar.addfile(_member(layer.member, layer.size), source)
+                    written.add(layer.digest)
         tmp.chmod(0o644)  # mkstemp's 0600 would hide the image from a non-root runtime user
         os.replace(tmp, out)
     finally:
-        layer_tmp.unlink(missing_ok=True)
         tmp.unlink(missing_ok=True)
     return manifest.digest
 
@@ -505,8 +531,15 @@ def _verify_layer(tar: tarfile.TarFile, member: tarfile.TarInfo, layer: Blob, di
 
 
 def extract_layer(archive: Path, dest: IO[bytes]) -> None:
-    """Copy the (single) layer of *archive*, uncompressed, to *dest*: the rootfs tar again."""
+    """Copy the (single) layer of *archive*, uncompressed, to *dest*: the rootfs tar again.
+    An image of several layers (:func:`kernelfleet.images.layer.add_layer`) is refused: its
+    first layer alone is not its root filesystem."""
     info = read_oci_archive(archive, verify=False)
+    if len(info.layers) != 1:
+        raise ArchiveError(
+            f"{archive}: {len(info.layers)} layers; only a single-layer image's root "
+            "filesystem can be extracted (extract the base image's archive instead)"
+        )
     with tarfile.open(archive, "r:") as tar:
         f = tar.extractfile(info.layers[0].member)
         if f is None:

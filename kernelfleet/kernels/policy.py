@@ -38,6 +38,7 @@ class SpecPolicy:
     authorized_users: frozenset[str] = frozenset()
     unauthorized_users: frozenset[str] = frozenset()
     launch_timeout: float | None = None
+    authorized_groups: frozenset[str] = frozenset()
 
     @classmethod
     def from_metadata(cls, metadata: Mapping[str, Any] | None) -> SpecPolicy:
@@ -52,6 +53,7 @@ class SpecPolicy:
             authorized_users=frozenset(_user_list(cfg.get("authorized_users"))),
             unauthorized_users=frozenset(_user_list(cfg.get("unauthorized_users"))),
             launch_timeout=float(timeout) if timeout is not None and _is_number(timeout) else None,
+            authorized_groups=frozenset(_user_list(cfg.get("authorized_groups"))),
         )
 
 
@@ -117,10 +119,18 @@ def check_kernelspec_name(name: Any) -> str:
     return name
 
 
-def check_user_allowed(user: str, spec_name: str, spec: SpecPolicy, gw: GatewayPolicy) -> None:
+def check_user_allowed(
+    user: str,
+    spec_name: str,
+    spec: SpecPolicy,
+    gw: GatewayPolicy,
+    groups: frozenset[str] = frozenset(),
+) -> None:
     """Refuse *user* if any deny list names them, or an allow list exists without them.
 
-    Denial wins over allowance; the kernelspec's lists apply in addition to the gateway's.
+    Denial wins over allowance; the kernelspec's lists apply in addition to the gateway's. A
+    kernelspec's ``authorized_groups`` admits the members of those *groups* (the user's, as
+    the identity authority reports them) beside its ``authorized_users``.
     """
     if user in gw.unauthorized_users or user in spec.unauthorized_users:
         raise Forbidden(
@@ -134,9 +144,19 @@ def check_user_allowed(user: str, spec_name: str, spec: SpecPolicy, gw: GatewayP
             f"User '{user}' is not in the gateway's authorized_users.",
             reason="Unauthorized User",
         )
-    if spec.authorized_users and user not in spec.authorized_users:
+    if (spec.authorized_users or spec.authorized_groups) and not (
+        user in spec.authorized_users or spec.authorized_groups & groups
+    ):
+        lists = " or ".join(
+            what
+            for what, present in (
+                ("authorized_users", spec.authorized_users),
+                ("authorized_groups", spec.authorized_groups),
+            )
+            if present
+        )
         raise Forbidden(
-            f"User '{user}' is not in the authorized_users of kernelspec '{spec_name}'.",
+            f"User '{user}' is not in the {lists} of kernelspec '{spec_name}'.",
             reason="Unauthorized User",
         )
 

@@ -199,7 +199,13 @@ class KernelRegistry(KernelLifecycle):
                 owner,
             )
         facts["owner"] = owner
-        pol.check_user_allowed(owner, name, entry.policy, gw)
+        pol.check_user_allowed(
+            owner,
+            name,
+            entry.policy,
+            gw,
+            identity.groups if owner == identity.user else frozenset(),
+        )
         profile, allowance = None, prof.Allowance()
         if table.active:
             groups = identity.groups if owner == identity.user else frozenset()

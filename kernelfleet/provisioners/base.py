@@ -159,6 +159,7 @@ class KernelfleetProvisioner(KernelProvisionerBase):  # type: ignore[misc]
     # declared once here, so that a kernelspec carrying them is valid for every provisioner.
     authorized_users = TAny(None, allow_none=True, help="Read by the gateway (SpecPolicy).")
     unauthorized_users = TAny(None, allow_none=True, help="Read by the gateway (SpecPolicy).")
+    authorized_groups = TAny(None, allow_none=True, help="Read by the gateway (SpecPolicy).")
     pool_size = TAny(None, allow_none=True, help="Read by the gateway (warm pool).")
     launch_timeout = option(
         TAny(

@@ -172,6 +172,7 @@ def _checked(opts: SpecOptions) -> tuple[SpecOptions, SpecKind]:
     for flag, users in (
         ("--authorized-users", opts.authorized_users),
         ("--unauthorized-users", opts.unauthorized_users),
+        ("--authorized-groups", opts.authorized_groups),
     ):
         for user in users:
             if not USER_RE.match(user):
@@ -258,6 +259,8 @@ def provisioner_config(opts: SpecOptions, kind: SpecKind) -> dict[str, Any]:
         cfg["authorized_users"] = list(opts.authorized_users)
     if opts.unauthorized_users:
         cfg["unauthorized_users"] = list(opts.unauthorized_users)
+    if opts.authorized_groups:
+        cfg["authorized_groups"] = list(opts.authorized_groups)
     timeout = opts.launch_timeout
     cfg["launch_timeout"] = _number(
         KIND_DEFAULTED["launch_timeout"] if timeout is None else timeout
@@ -347,6 +350,7 @@ def _kernel_json(opts: SpecOptions, kind: SpecKind, resource_dir: str) -> dict[s
                 "kind": kind.kind,
                 "language": opts.lang,
                 "python": opts.python,
+                **({"env": opts.env_name} if opts.env_name else {}),
                 "spark": (
                     {
                         "master": opts.spark_master,

@@ -58,6 +58,9 @@ class CommonOptions:
     python: str = "python3"
     authorized_users: tuple[str, ...] = ()
     unauthorized_users: tuple[str, ...] = ()
+    #: Groups (as the identity authority reports them, e.g. JupyterHub's) whose members may
+    #: start the spec; with authorized_users, either admits a user.
+    authorized_groups: tuple[str, ...] = ()
     launch_timeout: float | None = None  # the kind's default (KIND_DEFAULTED)
     ipykernel_subclass_name: str = DEFAULT_KERNEL_CLASS
     spark: bool = False
@@ -66,6 +69,8 @@ class CommonOptions:
     spark_init_mode: str | None = None  # the kind's default (KIND_DEFAULTED)
     extra_spark_opts: str = ""
     toree_jar: str = ""
+    #: The kernel environment (``kernelfleet env``) whose interpreter the spec runs, if any.
+    env_name: str = ""
 
     @property
     def lang(self) -> str:

@@ -1,5 +1,6 @@
 // kernelfleet admin dashboard: live tables fed by server-sent events, kernel actions, the
-// kernelspec form's backend switch and an install's progress. No framework, no build step.
+// kernelspec and environment forms' backend switch, and a job's progress. No framework, no
+// build step.
 //
 // Every piece of text that comes from the server (user names, kernelspec names, kernel logs,
 // reasons) is put into the page with textContent, never parsed as HTML.
@@ -354,15 +355,17 @@
     if (firstError) firstError.focus();
   }
 
-  // -- install progress -------------------------------------------------------------------
+  // -- a job's progress (kernelspec install, environment build) --------------------------
 
   function jobPage() {
     const box = document.getElementById("job");
     if (!box || box.dataset.done === "yes") return;
     const list = document.getElementById("job-lines");
     const status = document.getElementById("job-status");
-    list.replaceChildren(); // the stream repeats every line so far
-    const source = new EventSource(`${admin}/api/jobs/${box.dataset.job}/events`);
+    const source = new EventSource(box.dataset.events);
+    // Every stream starts with every line so far: the list is drawn again from it (also after
+    // a reconnect).
+    source.addEventListener("open", () => list.replaceChildren());
     source.addEventListener("line", (event) => {
       const line = JSON.parse(event.data);
       const item = el("li", { className: `level-${line.level}` });
@@ -371,11 +374,31 @@
       list.append(item);
     });
     source.addEventListener("done", (event) => {
-      const { ok } = JSON.parse(event.data);
+      const { ok, error } = JSON.parse(event.data);
       source.close();
       box.dataset.done = "yes";
-      status.textContent = ok ? "Done." : "Failed: see the lines below.";
+      const failed = box.dataset.failedText || `${box.dataset.failedPrefix || ""}${error || ""}`;
+      status.textContent = ok ? box.dataset.okText : failed;
       status.className = ok ? "status-ok" : "status-failed";
+    });
+  }
+
+  // -- environments -----------------------------------------------------------------------
+
+  function envsPage() {
+    // Remove asks for a second click within 5 s, as a kernel's shutdown does.
+    document.querySelectorAll("button[data-confirm]").forEach((button) => {
+      const label = button.textContent;
+      button.addEventListener("click", (event) => {
+        if (button.dataset.armed === "yes") return;
+        event.preventDefault();
+        button.dataset.armed = "yes";
+        button.textContent = button.dataset.confirm;
+        setTimeout(() => {
+          button.dataset.armed = "";
+          button.textContent = label;
+        }, 5000);
+      });
     });
   }
 
@@ -383,6 +406,7 @@
     kernels: kernelsPage,
     overview: overviewPage,
     specs: () => { specFormPage(); jobPage(); },
+    envs: () => { envsPage(); specFormPage(); jobPage(); },
   };
   if (pages[page]) pages[page]();
 })();

@@ -1,0 +1,1 @@
+"""Tests of kernel environments (issue 16)."""
