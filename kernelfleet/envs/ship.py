@@ -41,7 +41,7 @@ import asyncssh
 
 from kernelfleet.errors import PublicError
 from kernelfleet.launchers.envrecv import Refused, check_host_path
-from kernelfleet.specs.hostcheck import python_command, ssh_options
+from kernelfleet.specs.hostcheck import connect_fix, python_command, ssh_options
 from kernelfleet.transport.agent_client import SSHTarget, describe_connect_error, parse_line
 
 #: (host, what happened) - called for every step worth showing: connected, cached, sent x of y
@@ -110,22 +110,6 @@ def _checked_path(path: str) -> str:
 # -- connection ----------------------------------------------------------------------------------
 
 
-def _connect_fix(target: SSHTarget, exc: BaseException) -> str:
-    host = target.host
-    if isinstance(exc, asyncssh.HostKeyNotVerifiable):
-        known = target.known_hosts or "~/.ssh/known_hosts"
-        return f"if {host} is genuine: ssh-keyscan -p {target.port} {host} >> {known}"
-    if isinstance(exc, asyncssh.PermissionDenied):
-        return (
-            f"add the public key of {target.key_file or 'your SSH key'} to "
-            f"~{target.user or ''}/.ssh/authorized_keys on {host}, or set KF_SSH_USER / KF_SSH_KEY"
-        )
-    return (
-        f"start sshd on {host} and check that port {target.port} is reachable from here "
-        f"(KF_SSH_PORT, firewall); 'kernelfleet hosts check --hosts {host}' tells more"
-    )
-
-
 @contextlib.asynccontextmanager
 async def _connection(target: SSHTarget) -> AsyncIterator[asyncssh.SSHClientConnection]:
     try:
@@ -134,7 +118,9 @@ async def _connection(target: SSHTarget) -> AsyncIterator[asyncssh.SSHClientConn
     except asyncio.CancelledError:
         raise
     except Exception as exc:
-        raise _HostFailed(describe_connect_error(target, exc), _connect_fix(target, exc)) from exc
+        raise _HostFailed(
+            describe_connect_error(target, exc), connect_fix(target, exc, "~/.ssh/known_hosts")
+        ) from exc
     try:
         yield conn
     finally:

@@ -119,39 +119,40 @@ async def check_host(
     return report
 
 
+def connect_fix(target: SSHTarget, exc: BaseException, known_hosts_hint: str) -> str:
+    """What to do about a failed SSH connection to *target* (host key, login, or none)."""
+    host = target.host
+    if isinstance(exc, asyncssh.HostKeyNotVerifiable):
+        known = target.known_hosts or known_hosts_hint
+        return (
+            f"if {host} is genuine: ssh-keyscan -p {target.port} {host} >> {known} "
+            "(or point KF_SSH_KNOWN_HOSTS at a file with its key)"
+        )
+    if isinstance(exc, asyncssh.PermissionDenied):
+        return (
+            f"add the public key of {target.key_file or 'your SSH key'} to "
+            f"~{target.user or ''}/.ssh/authorized_keys on {host}, or set KF_SSH_USER / "
+            "KF_SSH_KEY to a login that works"
+        )
+    return (
+        f"start sshd on {host} (systemctl start ssh) and check that port {target.port} "
+        "is reachable from here (KF_SSH_PORT, firewall)"
+    )
+
+
 def _connect_failed(
     report: HostReport, target: SSHTarget, exc: BaseException, settings: CheckSettings
 ) -> None:
-    host = target.host
     reason = describe_connect_error(target, exc)
-    known = target.known_hosts or settings.known_hosts_hint
+    fix = connect_fix(target, exc, settings.known_hosts_hint)
     if isinstance(exc, asyncssh.HostKeyNotVerifiable):
         report.add("ssh", SKIP, "reachable; login not attempted (host key not verified)")
-        report.add(
-            "host key",
-            FAIL,
-            reason,
-            f"if {host} is genuine: ssh-keyscan -p {target.port} {host} >> {known} "
-            "(or point KF_SSH_KNOWN_HOSTS at a file with its key)",
-        )
+        report.add("host key", FAIL, reason, fix)
     elif isinstance(exc, asyncssh.PermissionDenied):
-        report.add(
-            "ssh",
-            FAIL,
-            reason,
-            f"add the public key of {target.key_file or 'your SSH key'} to "
-            f"~{target.user or ''}/.ssh/authorized_keys on {host}, or set KF_SSH_USER / "
-            "KF_SSH_KEY to a login that works",
-        )
+        report.add("ssh", FAIL, reason, fix)
         report.add("host key", OK, "host key verified")
     else:
-        report.add(
-            "ssh",
-            FAIL,
-            reason,
-            f"start sshd on {host} (systemctl start ssh) and check that port {target.port} "
-            "is reachable from here (KF_SSH_PORT, firewall)",
-        )
+        report.add("ssh", FAIL, reason, fix)
         report.add("host key", SKIP, "not checked (no connection)")
     for name in CHECK_NAMES[2:]:
         report.add(name, SKIP, "not checked (no SSH login)")

@@ -202,7 +202,10 @@ async def test_a_host_that_cannot_be_reached_fails_alone_with_its_cause_and_fix(
     for t, r in zip(hosts[2:], results[2:], strict=True):
         assert r.bytes_sent == 0
         assert r.error.startswith(f"cannot connect to port {t.port}: "), r.error
-        assert f"; fix: start sshd on {t.host} and check that port {t.port}" in r.error, r.error
+        assert (
+            f"; fix: start sshd on {t.host} (systemctl start ssh) and check that port {t.port}"
+            in r.error
+        ), r.error
     await remove_from_hosts(dest.rsplit("/", 1)[0], targets(ship_bed))
 
 
