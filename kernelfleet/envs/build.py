@@ -302,7 +302,13 @@ async def _build(runner: BuildRunner, work: Path, plan: _Plan, say: Say) -> Buil
         say(f"building without the sandbox (KF_ENV_SANDBOX={runner.mode}): {problem}")
         log.warning("environment build without the sandbox: %s", problem)
     env = build_env(work, str(cache))
-    uv = model.UvArgs(settings.uv_path(), settings.index_url, str(cache), source_builds)
+    uv = model.UvArgs(
+        settings.uv_path(),
+        settings.index_url,
+        str(cache),
+        source_builds,
+        compile_bytecode=settings.compile_bytecode,
+    )
     tail: deque[str] = deque(maxlen=40)
 
     def line(text: str) -> None:

@@ -242,6 +242,7 @@ class UvArgs:
     index_url: str
     cache_dir: str
     source_builds: bool = False  # False: wheels only (no package code runs while installing)
+    compile_bytecode: bool = True
 
     def common(self) -> list[str]:
         args = [
@@ -250,6 +251,9 @@ class UvArgs:
             "--no-python-downloads",
         ]  # fmt: skip
         return args + ([] if self.source_builds else ["--only-binary", ":all:"])
+
+    def bytecode(self) -> list[str]:
+        return ["--compile-bytecode"] if self.compile_bytecode else []
 
 
 def compile_argv(
@@ -269,7 +273,7 @@ def install_argv(uv: UvArgs, venv_python: str, requirements_in: str) -> list[str
     """Resolve and install in one pass (downloads start while resolving)."""
     return [
         uv.uv, "pip", "install", *uv.common(), "--python", venv_python,
-        "--link-mode", "copy", "--compile-bytecode", "-r", requirements_in,
+        "--link-mode", "copy", *uv.bytecode(), "-r", requirements_in,
     ]  # fmt: skip
 
 
@@ -286,7 +290,7 @@ def sync_argv(uv: UvArgs, venv_python: str, lock: str) -> list[str]:
     """Install exactly the lock (its hashes checked) into the environment of *venv_python*."""
     return [
         uv.uv, "pip", "sync", *uv.common(), "--python", venv_python, "--require-hashes",
-        "--link-mode", "copy", "--compile-bytecode", lock,
+        "--link-mode", "copy", *uv.bytecode(), lock,
     ]  # fmt: skip
 
 

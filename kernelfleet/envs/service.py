@@ -507,7 +507,21 @@ class EnvService:
         if done.sha256 != old_sha:
             await asyncio.to_thread(self.store.delete_build, done, done.digest12)
             await asyncio.to_thread(self.store.prune_archives)
+            if record.kind == "ssh" and record.hosts:
+                await self._remove_old_build(record, say)
         return done
+
+    async def _remove_old_build(self, old: EnvRecord, say: Say) -> None:
+        """The previous build of *old* off its hosts (best effort: a host that is down keeps
+        it until ``env remove``)."""
+        config = await asyncio.to_thread(self._spec_config, old)
+        settings = ssh_kind.provisioner_settings(self.config, config)
+        results = await ship.remove_from_hosts(
+            self.host_dir(old), [settings.target_for(h) for h in old.hosts]
+        )
+        for r in results:
+            level = "info" if r.ok else "warning"
+            say("previous build removed" if r.ok else r.error, host=r.host, level=level)
 
 
 def _stand_in(spec: SpecOptions) -> SpecOptions:

@@ -112,6 +112,15 @@ class EnvSettings(LoggingConfigurable):
         ),
         "KF_ENV_SANDBOX",
     )
+    compile_bytecode = option(
+        Bool(
+            True,
+            help="""Compile every module to bytecode while building (a few seconds more): the
+            environment is read-only to kernels, which could not write .pyc files, so without
+            it every kernel start compiles what it imports again. Default: true.""",
+        ),
+        "KF_ENV_COMPILE_BYTECODE",
+    )
     build_timeout = option(
         Float(
             900.0,

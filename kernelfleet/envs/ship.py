@@ -403,9 +403,10 @@ async def _remove_one(path: str, target: SSHTarget) -> HostShip:
 
 
 async def remove_from_hosts(dest_parent: str, targets: Sequence[SSHTarget]) -> list[HostShip]:
-    """Delete ``dest_parent`` (``<host_root>/<name>``: every shipped build of one environment)
-    on every target, all at once; results in the order of *targets*. A host where it is absent
-    succeeds with ``cached`` true. The host refuses if the directory holds anything but shipped
-    environments (a mistyped root must not delete someone's files)."""
+    """Delete ``dest_parent`` on every target, all at once: ``<host_root>/<name>`` (every
+    shipped build of one environment) or ``<host_root>/<name>/<digest12>`` (one build).
+    Results in the order of *targets*; a host where it is absent succeeds with ``cached``
+    true. The host refuses if the directory holds anything but shipped environments (a
+    mistyped root must not delete someone's files)."""
     path = _checked_path(dest_parent)
     return list(await asyncio.gather(*(_remove_one(path, t) for t in targets)))

@@ -359,7 +359,8 @@ def remove(request: dict) -> dict:
         return {"ok": True, "status": "absent"}
     if os.path.islink(path) or not os.path.isdir(path):
         raise Refused("foreign", f"{path} is not a directory")
-    for entry in os.listdir(path):
+    # one build (it has the marker), or the directory of an environment's builds
+    for entry in [] if read_marker(path) is not None else os.listdir(path):
         full = os.path.join(path, entry)
         if entry.startswith(TEMP_PREFIXES):
             continue

@@ -74,6 +74,8 @@ def env_config(dirs: EnvDirs, **settings: Any) -> dict[str, Any]:
         "kernels_dir": str(dirs.kernels),
         "build_dir": str(dirs.scratch),
         "sandbox": os.environ.get("KF_TEST_ENV_SANDBOX", "required"),
+        # seconds per build; the SSH end-to-end test builds as users get it (compiled)
+        "compile_bytecode": False,
         **settings,
     }
 

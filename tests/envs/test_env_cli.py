@@ -14,7 +14,7 @@ import pytest
 
 from kernelfleet.cli.env import positionals_first
 from tests.conftest import client_for
-from tests.envs.conftest import EnvDirs, env_gateway, finished
+from tests.envs.conftest import EnvDirs, env_gateway
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -74,9 +74,21 @@ def test_env_create_list_show_and_remove_from_the_command_line(
     again = kf(env_dirs, tmp_path, "create", "cli1", "six")
     assert again.returncode == 1
     assert "An environment named 'cli1' exists" in again.stderr
-    gone = kf(env_dirs, tmp_path, "remove", "cli1")
-    assert gone.returncode == 0, gone.stderr
+    # refused while the gateway's kernel store (its data dir's SQLite) has a kernel of it
+    asyncio.run(_remove_while_running(env_dirs, tmp_path))
     assert env_dirs.leftovers() == []
+
+
+async def _remove_while_running(env_dirs: EnvDirs, tmp_path: Path) -> None:
+    async with env_gateway(env_dirs, Gateway={"data_dir": str(tmp_path / "data")}) as gw:
+        c = client_for(gw)
+        model = await c.start_kernel("cli1")
+        refused = await asyncio.to_thread(kf, env_dirs, tmp_path, "remove", "cli1")
+        assert refused.returncode == 1
+        assert f"in use by 1 kernel(s) ({model['id']})" in refused.stderr, refused.stderr
+        await c.shutdown_kernel(model["id"])
+        done = await asyncio.to_thread(kf, env_dirs, tmp_path, "remove", "cli1")
+        assert done.returncode == 0, done.stderr
 
 
 def test_a_wrong_package_is_one_line_naming_it(env_dirs: EnvDirs, tmp_path: Path) -> None:
@@ -91,26 +103,6 @@ def test_a_wrong_package_is_one_line_naming_it(env_dirs: EnvDirs, tmp_path: Path
     assert bad.stderr.startswith("kernelfleet env create: error: --python '2.7' must be a version")
     old = kf(env_dirs, tmp_path, "create", "cli3", "--python=3.1", "six")
     assert old.returncode == 2 and "Python 3.1 is not installed on the gateway" in old.stderr
-
-
-async def test_env_remove_is_refused_while_the_gateways_store_has_a_kernel_of_it(
-    env_dirs: EnvDirs, tmp_path: Path
-) -> None:
-    data = tmp_path / "data"  # the gateway's data dir: its SQLite store is what the CLI reads
-    async with env_gateway(env_dirs, Gateway={"data_dir": str(data)}) as gw:
-        c = client_for(gw)
-        status, body = await c.request(
-            "POST", "/api/envs", {"name": "held", "packages": ["six"], "python": "3.11"}
-        )
-        assert status == 202, body
-        assert (await finished(c, body["job"]))["ok"]
-        model = await c.start_kernel("held")
-        refused = await asyncio.to_thread(kf, env_dirs, tmp_path, "remove", "held")
-        assert refused.returncode == 1
-        assert f"in use by 1 kernel(s) ({model['id']})" in refused.stderr, refused.stderr
-        await c.shutdown_kernel(model["id"])
-        done = await asyncio.to_thread(kf, env_dirs, tmp_path, "remove", "held")
-        assert done.returncode == 0, done.stderr
 
 
 @pytest.mark.parametrize(

@@ -51,7 +51,7 @@ async def test_an_environment_shipped_to_three_hosts_runs_a_kernel_there(
 ) -> None:
     bed = ssh_gateway_env
     hosts = [h.ip for h in bed.hosts]
-    async with env_gateway(env_dirs, env={"host_root": HOST_ROOT}) as gw:
+    async with env_gateway(env_dirs, env={"host_root": HOST_ROOT, "compile_bytecode": True}) as gw:
         c = client_for(gw)
         status, body = await c.request(
             "POST",
@@ -89,10 +89,20 @@ async def test_an_environment_shipped_to_three_hosts_runs_a_kernel_there(
         status, body = await c.request("DELETE", "/api/envs/shipped")
         assert status == 409, body
         await c.shutdown_kernel(model["id"])
+        # a rebuild ships the new build and takes the previous one off the hosts
+        status, body = await c.request("POST", "/api/envs/shipped/rebuild")
+        assert status == 202, body
+        rebuilt = await finished(c, body["job"])
+        assert rebuilt["ok"], (rebuilt["error"], rebuilt["lines"][-6:])
+        again = await c.call("GET", "/api/envs/shipped")
+        new_dest = f"{HOST_ROOT}/shipped/{again['sha256'][:12]}"
+        for host in bed.hosts:
+            assert "gone" in await on_host(bed, host, f"test -e {dest} || echo gone")
+            assert "there" in await on_host(bed, host, f"test -e {new_dest} && echo there")
         status, _ = await c.request("DELETE", "/api/envs/shipped")
         assert status == 204
         for host in bed.hosts:
-            assert "gone" in await on_host(bed, host, f"test -e {dest} || echo gone")
+            assert "gone" in await on_host(bed, host, f"test -e {new_dest} || echo gone")
     assert env_dirs.leftovers() == []
 
 

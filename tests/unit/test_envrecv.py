@@ -358,6 +358,15 @@ def test_remove_deletes_shipped_builds_and_refuses_foreign_files(tmp_path: Path)
     assert envrecv.remove({"path": str(parent)}) == {"ok": True, "status": "absent"}
 
 
+def test_remove_deletes_one_build_and_keeps_the_others(tmp_path: Path) -> None:
+    archive = tar_bytes(VENV)
+    parent = tmp_path / "envs" / "demo"
+    run_ship(request(parent / "0123456789ab", archive), archive)
+    run_ship(request(parent / "ba9876543210", archive), archive)
+    assert envrecv.remove({"path": str(parent / "0123456789ab")})["status"] == "removed"
+    assert os.listdir(parent) == ["ba9876543210"]
+
+
 def test_the_receiver_parses_as_python_3_8() -> None:
     source = Path(envrecv.__file__).read_text()
     ast.parse(source, feature_version=(3, 8))
