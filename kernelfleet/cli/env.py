@@ -23,7 +23,7 @@ import os
 import sys
 from pathlib import Path
 from textwrap import dedent
-from typing import Any, ClassVar, cast
+from typing import Any, cast
 
 from jupyter_core.paths import jupyter_data_dir
 from traitlets import Bool, Unicode, default
@@ -145,7 +145,6 @@ class CreateBase(InstallBase):
         ),
         "KF_ENV_ALLOW_SOURCE",
     )
-    create_paths: ClassVar[type[EnvPaths]] = EnvPaths
     takes_arguments = True
 
     @default("launch_timeout")

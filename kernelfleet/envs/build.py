@@ -39,7 +39,6 @@ import hashlib
 import logging
 import os
 import pwd
-import re
 import shutil
 import tarfile
 import time
@@ -57,7 +56,6 @@ from kernelfleet.errors import PublicError
 
 log = logging.getLogger("kernelfleet.envs")
 Say = Callable[[str], None]
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 #: gzip level of archives: level 1 is ~3x faster than 6 and ~10% larger on environments.
 ARCHIVE_LEVEL = 1
 
@@ -141,7 +139,7 @@ async def run_plain(
     async def pump() -> None:
         assert proc.stdout is not None
         async for raw in proc.stdout:
-            on_line(_ANSI.sub("", raw.decode("utf-8", "replace")).rstrip())
+            on_line(sandbox.clean_line(raw.decode("utf-8", "replace")))
 
     try:
         await asyncio.wait_for(asyncio.gather(pump(), proc.wait()), seconds)

@@ -103,10 +103,6 @@ def parse_requirements(lines: Iterable[str]) -> list[str]:
     return out
 
 
-def requirement_names(requirements: Iterable[str]) -> list[str]:
-    return [canonicalize_name(Requirement(r).name) for r in requirements]
-
-
 def parse_lock(text: str) -> dict[str, str]:
     """``{name: version}`` of a lock (``uv pip compile`` output, or ``pip freeze``)."""
     out: dict[str, str] = {}

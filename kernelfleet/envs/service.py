@@ -34,7 +34,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -282,7 +282,7 @@ class EnvService:
             await asyncio.to_thread(self._place, record, built, placed)
             python = await self._ship(record, spec, placed, say)
             final = replace(spec, python=python)
-            final = self._with_kind_extras(final, record, placed)
+            final = self._with_kind_extras(final, record)
             done = await asyncio.to_thread(
                 installer.install, final, self.kernels_dir, replace=replace_spec
             )
@@ -293,7 +293,7 @@ class EnvService:
             say(f"environment {record.name} is ready: start kernel '{done.name}'")
             return record
         except BaseException:
-            await self._undo(record, placed, say)
+            await self._undo(placed)
             raise
         finally:
             await building.discard(work)
@@ -308,7 +308,7 @@ class EnvService:
             _move(built.archive, archive)
             placed.archive = archive
 
-    async def _undo(self, record: EnvRecord, placed: Placed, say: Say) -> None:
+    async def _undo(self, placed: Placed) -> None:
         if placed.hosts:
             targets = [placed.targets[h] for h in placed.hosts]
             with contextlib.suppress(Exception):
@@ -321,7 +321,6 @@ class EnvService:
         if "yarn_archive" in placed.targets:
             with contextlib.suppress(OSError):
                 await asyncio.to_thread(Path(placed.targets["yarn_archive"]).unlink)
-        del say
 
     # -- shipping -------------------------------------------------------------------------
 
@@ -427,9 +426,7 @@ class EnvService:
             placed.targets["yarn_archive"] = str(target)
         return f"file://{target}"
 
-    def _with_kind_extras(
-        self, spec: SpecOptions, record: EnvRecord, placed: Placed
-    ) -> SpecOptions:
+    def _with_kind_extras(self, spec: SpecOptions, record: EnvRecord) -> SpecOptions:
         if spec.kind in IMAGE_KINDS:
             return replace(spec, kind_options={**spec.kind_options, "image": record.image})
         if spec.kind != "yarn":
@@ -574,9 +571,3 @@ def spec_options_of(kernel_json: dict[str, Any], record: EnvRecord) -> SpecOptio
         env_name=record.name,
         kind_options={k: tuple(v) if isinstance(v, list) else v for k, v in config.items()},
     )
-
-
-def sequence(value: Sequence[str] | str) -> tuple[str, ...]:
-    if isinstance(value, str):
-        return tuple(p.strip() for p in value.split(",") if p.strip())
-    return tuple(value)
