@@ -528,10 +528,14 @@ class SyncApp(FleetCommand):
 
 class SpecApp(KernelfleetCommand):
     name = "kernelfleet spec"
-    description = "Install, list, remove and sync kernelspecs for the fleet."
+    description = "Install, list, remove, sync and migrate kernelspecs for the fleet."
     subcommands = {
         "install": (InstallApp, InstallApp.description),
         "list": (ListApp, ListApp.description),
         "remove": (RemoveApp, RemoveApp.description),
         "sync": ("kernelfleet.cli.spec.SyncApp", "Copy kernelspecs to every host over SSH."),
+        "migrate": (
+            "kernelfleet.cli.migrate.MigrateApp",
+            "Convert Enterprise Gateway and Gateway Provisioners kernelspecs.",
+        ),
     }

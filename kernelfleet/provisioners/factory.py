@@ -16,6 +16,7 @@ from jupyter_client.provisioning.factory import KernelProvisionerFactory
 from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
 
 from kernelfleet.provisioners.base import LOCAL_NAMES, provisioner_config, provisioner_name
+from kernelfleet.provisioners.foreign import foreign_of, not_migrated
 from kernelfleet.provisioners.local import LocalProvisioner
 
 
@@ -42,9 +43,16 @@ def provisioner_class(
 def make_provisioner(
     km: AsyncKernelManager, spec: KernelSpec | None, kernel_id: str
 ) -> KernelProvisionerBase:
-    """The provisioner for *spec*, child of kernel manager *km*."""
+    """The provisioner for *spec*, child of kernel manager *km*.
+
+    Raises :class:`~kernelfleet.provisioners.foreign.NotMigrated` for a kernelspec written
+    for Enterprise Gateway or Gateway Provisioners (``kernelfleet spec migrate`` converts it).
+    """
     if spec is None:
         raise ValueError(f"kernel {kernel_id} has no kernelspec")
+    foreign = foreign_of(spec.to_dict())
+    if foreign is not None:
+        raise not_migrated(km.kernel_name or spec.display_name, foreign)
     if provisioner_name(spec.to_dict()) in LOCAL_NAMES:
         return LocalProvisioner(
             kernel_id=kernel_id,

@@ -77,6 +77,7 @@ TOREE_MAIN_CLASS = "org.apache.toree.Main"
 #: Enforced by the launcher's splitter (the same list), at install time and on the host.
 FORBIDDEN_REQUEST_SPARK_OPTS: tuple[str, ...] = spark_kernel.SPLITTER_FORBIDDEN
 
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 KERNEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 USER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,63}$")
 DOTTED_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
@@ -212,6 +213,14 @@ def _checked(opts: SpecOptions) -> tuple[SpecOptions, SpecKind]:
         if "$" in value:
             raise SpecError(f"{flag} must not contain '$'")
     split_spark_opts(opts.extra_spark_opts, what="--extra-spark-opts", trusted=True)
+    for name, value in opts.extra_env:
+        if not ENV_NAME_RE.match(name):
+            raise SpecError(f"env: {name[:100]!r} is not an environment variable name")
+        if "$" in value or "\0" in value or not _is_utf8(value) or len(value) > 4096:
+            raise SpecError(
+                f"env {name}: the value must be UTF-8 text without '$' or NUL, at most 4096 "
+                "characters"
+            )
     if opts.toree_jar and (
         not opts.toree_jar.startswith("/") or _UNSAFE_PATH.search(opts.toree_jar)
     ):
@@ -308,10 +317,16 @@ def build_argv(opts: SpecOptions, resource_dir: str, kind: SpecKind | None = Non
 
 
 def build_env(opts: SpecOptions, kind: SpecKind | None = None) -> dict[str, str]:
-    """The kernel's env: *kind*'s own (:meth:`SpecKind.build_env`), else the shared one."""
+    """The kernel's env: *kind*'s own (:meth:`SpecKind.build_env`), else the shared one; then
+    :attr:`SpecOptions.extra_env` where neither set the name."""
     own = kind.build_env(opts) if kind is not None else None
-    if own is not None:
-        return own
+    env = dict(own) if own is not None else _shared_env(opts, kind)
+    for name, value in opts.extra_env:
+        env.setdefault(name, value)
+    return env
+
+
+def _shared_env(opts: SpecOptions, kind: SpecKind | None) -> dict[str, str]:
     env: dict[str, str] = {}
     if opts.uses_spark:
         env["SPARK_HOME"] = DEFAULT_SPARK_HOME if opts.spark_home is None else opts.spark_home
@@ -351,6 +366,7 @@ def _kernel_json(opts: SpecOptions, kind: SpecKind, resource_dir: str) -> dict[s
                 "language": opts.lang,
                 "python": opts.python,
                 **({"env": opts.env_name} if opts.env_name else {}),
+                **({"migrated_from": dict(opts.migrated_from)} if opts.migrated_from else {}),
                 "spark": (
                     {
                         "master": opts.spark_master,

@@ -71,6 +71,12 @@ class CommonOptions:
     toree_jar: str = ""
     #: The kernel environment (``kernelfleet env``) whose interpreter the spec runs, if any.
     env_name: str = ""
+    #: More entries of the kernel.json ``env`` (name, value), after the spec's own: what
+    #: ``spec migrate`` carries over from the original.
+    extra_env: tuple[tuple[str, str], ...] = ()
+    #: Where the spec was migrated from (``spec migrate``): recorded in
+    #: ``metadata.kernelfleet.migrated_from``.
+    migrated_from: tuple[tuple[str, str], ...] = ()
 
     @property
     def lang(self) -> str:

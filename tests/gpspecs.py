@@ -1,0 +1,123 @@
+"""Gateway Provisioners' own spec installers, for the migration tests.
+
+GP's package (from PyPI, at the version below) is installed at test time into an environment
+of its own under the test cache, made once per machine with uv, and its installers
+(``jupyter ssh-spec install``, ``yarn-spec``, ``k8s-spec``, ``docker-spec``) render kernelspecs
+into a prefix the test owns. Nothing of GP is in the repository. Enterprise Gateway ships no
+process-proxy kernelspecs in its package; :func:`eg_spec` writes one by hand from its
+documented format (``metadata.process_proxy`` with ``class_name`` and ``config``, argv running
+EG's launcher with ``--RemoteProcessProxy.*`` options).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+GP_VERSION = "0.5.0"
+CACHE = Path(os.environ.get("KF_TEST_CACHE", "/opt/kernelfleet-test"))
+GP_VENV = CACHE / f"gateway-provisioners-{GP_VERSION}"
+EG_PROXIES = "enterprise_gateway.services.processproxies"
+
+
+def _uv() -> str:
+    here = Path(sys.executable).parent / "uv"
+    return str(here) if here.exists() else shutil.which("uv") or "uv"
+
+
+def gp_venv() -> Path:
+    """GP's environment (made once per machine: about 10 s with a warm uv cache)."""
+    marker = GP_VENV / ".complete"
+    if marker.exists():
+        return GP_VENV
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with open(CACHE / ".gp-venv.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if marker.exists():
+            return GP_VENV
+        shutil.rmtree(GP_VENV, ignore_errors=True)
+        uv = _uv()
+        subprocess.run(
+            [uv, "venv", "-q", "--python", sys.executable, str(GP_VENV)],
+            check=True,
+            timeout=120,
+        )
+        subprocess.run(
+            [
+                uv, "pip", "install", "-q", "--python", str(GP_VENV / "bin" / "python"),
+                f"gateway_provisioners[yarn,k8s,docker]=={GP_VERSION}",
+            ],
+            check=True,
+            timeout=600,
+        )  # fmt: skip
+        marker.touch()
+    return GP_VENV
+
+
+def render(installer: str, prefix: Path, *args: str) -> Path:
+    """Run ``jupyter <installer> install --prefix PREFIX ARGS`` from GP's environment; return
+    the kernels directory it wrote into."""
+    venv = gp_venv()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JUPYTER", "KF_"))}
+    env["PATH"] = f"{venv / 'bin'}:{env.get('PATH', '/usr/bin:/bin')}"
+    done = subprocess.run(
+        [str(venv / "bin" / f"jupyter-{installer}"), "install", "--prefix", str(prefix), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return prefix / "share" / "jupyter" / "kernels"
+
+
+def eg_spec(
+    kernels: Path,
+    name: str,
+    proxy: str,
+    *,
+    config: dict[str, Any] | None = None,
+    argv: list[str] | None = None,
+    env: dict[str, str] | None = None,
+    language: str = "python",
+    display_name: str = "",
+) -> Path:
+    """Write an EG kernelspec *name* under *kernels* with process proxy class *proxy*
+    (``distributed.DistributedProcessProxy``); argv defaults to EG's Python launcher."""
+    spec_dir = kernels / name
+    (spec_dir / "scripts").mkdir(parents=True, exist_ok=True)
+    launcher = spec_dir / "scripts" / "launch_ipykernel.py"
+    launcher.write_text("# stands for EG's launcher: migrate never runs it\n")
+    if argv is None:
+        argv = ["python", str(launcher)]
+        for opt, value in (
+            ("kernel-id", "{kernel_id}"),
+            ("response-address", "{response_address}"),
+            ("public-key", "{public_key}"),
+            ("port-range", "{port_range}"),
+            ("spark-context-initialization-mode", "none"),
+        ):
+            argv += [f"--RemoteProcessProxy.{opt}", value]
+    stanza: dict[str, Any] = {"class_name": f"{EG_PROXIES}.{proxy}"}
+    if config:
+        stanza["config"] = config
+    kernel_json = {
+        "display_name": display_name or f"EG {name}",
+        "language": language,
+        "metadata": {"process_proxy": stanza, "debugger": True},
+        "env": env or {},
+        "argv": argv,
+    }
+    (spec_dir / "kernel.json").write_text(json.dumps(kernel_json, indent=2))
+    return spec_dir
+
+
+def load(spec_dir: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((spec_dir / "kernel.json").read_text())
+    return data
