@@ -121,3 +121,32 @@ def eg_spec(
 def load(spec_dir: Path) -> dict[str, Any]:
     data: dict[str, Any] = json.loads((spec_dir / "kernel.json").read_text())
     return data
+
+
+def migrate_cli(dest: Path, *names: str, jupyter_path: str | None = None) -> dict[str, Any]:
+    """``kernelfleet spec migrate NAMES --prefix DEST --json`` as an admin runs it (the
+    originals found on the Jupyter path: this process's, or *jupyter_path*): its report."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KF_")}
+    env["KF_CONFIG_DIR"] = str(dest / "no-config")  # no admin config file of this machine
+    if jupyter_path is not None:
+        env["JUPYTER_PATH"] = jupyter_path
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "kernelfleet"), "spec", "migrate", *names,
+         f"--prefix={dest}", "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, (done.stdout[-3000:], done.stderr[-3000:])
+    report: dict[str, Any] = json.loads(done.stdout)
+    return report
+
+
+def findings(report: dict[str, Any], name: str, kind: str) -> dict[str, tuple[str, str]]:
+    """Spec *name*'s findings in a migrate report, by field; it must have been written as a
+    *kind* spec with nothing unmappable."""
+    (out,) = [m for m in report["migrated"] if m["name"] == name]
+    assert out["written"] and out["kind"] == kind, out
+    assert not [f for f in out["findings"] if f["level"] == "unmappable"], out
+    return {f["field"]: (f["level"], f["text"]) for f in out["findings"]}

@@ -13,6 +13,7 @@ only on disk, through the Jupyter path.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from traitlets.config import LoggingConfigurable
 from kernelfleet.config import option
 from kernelfleet.errors import Forbidden, NotFound
 from kernelfleet.kernels.policy import SpecPolicy
+from kernelfleet.provisioners.foreign import foreign_of
 
 RESOURCE_FILES = ("kernel.js", "kernel.css")
 
@@ -57,6 +59,18 @@ class SpecEntry:
         spec.setdefault("display_name", self.name)
         spec.setdefault("argv", [])
         return {"name": self.name, "spec": spec, "resources": resources}
+
+
+def _foreign_spec(resource_dir: str) -> dict[str, Any] | None:
+    """The kernel.json of a Gateway Provisioners spec that jupyter_client leaves out of its
+    list (GP's provisioner is not installed), so that starting it gets the migrate message
+    instead of "no such kernelspec"; None for anything else."""
+    try:
+        with open(os.path.join(resource_dir, "kernel.json"), "rb") as fh:
+            spec = json.loads(fh.read(1 << 20))
+    except (OSError, ValueError):
+        return None
+    return spec if isinstance(spec, dict) and foreign_of(spec) is not None else None
 
 
 def _scan_resources(resource_dir: str) -> tuple[str, ...]:
@@ -119,7 +133,13 @@ class KernelSpecCatalog(LoggingConfigurable):
         ksm = self.kernel_spec_manager
         assert ksm is not None
         out: dict[str, SpecEntry] = {}
-        for name, found in ksm.get_all_specs().items():
+        found_all = ksm.get_all_specs()
+        for name, resource_dir in ksm.find_kernel_specs().items():
+            if name not in found_all:  # hidden by jupyter_client: its provisioner is missing
+                spec = _foreign_spec(resource_dir)
+                if spec is not None:
+                    found_all[name] = {"resource_dir": resource_dir, "spec": spec}
+        for name, found in sorted(found_all.items()):
             if self.allowed_kernelspecs and name not in self.allowed_kernelspecs:
                 continue
             resource_dir = found["resource_dir"]

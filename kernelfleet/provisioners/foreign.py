@@ -159,8 +159,9 @@ class NotMigrated(PublicError):
 def not_migrated(kernel_name: str, foreign: Foreign) -> NotMigrated:
     """The error a start of EG/GP kernelspec *kernel_name* gets: the fix first."""
     what = f" ({foreign.name})" if foreign.name else ""
+    article = "an" if foreign.origin[:1] in "AEIOU" else "a"
     return NotMigrated(
-        f"Kernelspec '{kernel_name}' is an {foreign.origin} spec{what}: run 'kernelfleet spec "
-        f"migrate {kernel_name}' on the gateway to convert it (their launchers do not run "
-        "under kernelfleet)."
+        f"Kernelspec '{kernel_name}' is {article} {foreign.origin} spec{what}: run "
+        f"'kernelfleet spec migrate {kernel_name}' on the gateway to convert it (their "
+        "launchers do not run under kernelfleet)."
     )

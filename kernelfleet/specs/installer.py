@@ -25,6 +25,7 @@ from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_core.paths import SYSTEM_JUPYTER_PATH, jupyter_data_dir
 
 from kernelfleet.errors import Conflict, NotFound, PublicError
+from kernelfleet.provisioners.foreign import foreign_of
 from kernelfleet.specs.builders import SpecFiles, build_spec
 from kernelfleet.specs.options import SpecOptions
 
@@ -210,6 +211,9 @@ def row_for(name: str, resource_dir: str, spec: dict[str, Any]) -> SpecRow:
             hosts = [h.strip() for h in raw.split(",") if h.strip()]
         elif isinstance(raw, list):
             hosts = [str(h) for h in raw]
+    foreign = foreign_of(spec)
+    if foreign is not None:  # an EG/GP spec: 'spec migrate' converts it
+        provisioner = f"{foreign.name or foreign.origin} (not migrated)"
     return SpecRow(
         name=name,
         display_name=str(spec.get("display_name", name)),

@@ -137,11 +137,12 @@ def find_sources(
                 problems.setdefault(name, data)
                 continue
             if foreign_of(data) is None:
-                problems.setdefault(
-                    name,
-                    f"{spec_dir} is not an Enterprise Gateway or Gateway Provisioners "
-                    "kernelspec: nothing to migrate",
-                )
+                if wanted:  # only a spec asked for by name is a problem when it is not theirs
+                    problems.setdefault(
+                        name,
+                        f"{spec_dir} is not an Enterprise Gateway or Gateway Provisioners "
+                        "kernelspec: nothing to migrate",
+                    )
                 continue
             problems.pop(name, None)
             found[name] = Source(name, str(spec_dir), data, _files(spec_dir))
@@ -208,6 +209,8 @@ def migrate(
         if not p.blockers:
             p = _with(p, Finding(BLOCKER, "kernelfleet", exc.message))
             out.plan = p
+        elif force:  # what is left without the unmappable fields does not make a spec
+            out.notes.append(f"cannot be written even without them: {exc.message}")
         return out
     out.diff = _diff(source.spec, files.kernel_json, source.name, dest)
     if not p.writable(force=force):

@@ -146,11 +146,11 @@ def _map_argv(work: _Work, spec: Mapping[str, Any], kind: str) -> str | None:
     launcher, interpreter, args = _launcher(argv)
     if launcher is None or launcher not in LAUNCHERS_OF[kind]:
         what = argv[0] if argv else "nothing"
+        text = f"runs {what[:120]!r}, a launcher kernelfleet does not know"
+        if launcher is not None:
+            text = f"runs their {launcher} launcher, which does not fit a {kind} spec"
         work.add(
-            BLOCKER,
-            "argv",
-            f"runs {what[:120]!r}, which kernelfleet does not know as a "
-            f"{kind} launcher: install the kernel with 'kernelfleet spec install {kind}'",
+            BLOCKER, "argv", f"{text}: install the kernel with 'kernelfleet spec install {kind}'"
         )
         return None
     lang = _language(spec, launcher)
@@ -191,7 +191,8 @@ def _map_argv(work: _Work, spec: Mapping[str, Any], kind: str) -> str | None:
         MAPPED,
         "argv",
         f"their {launcher} launcher → kernelfleet's {lang} kernel "
-        f"({'Spark, ' if work.common.get('spark') else ''}{kind})",
+        f"({'Spark, ' if work.common.get('spark') else ''}{kind}): --language={lang}"
+        f"{' --spark' if work.common.get('spark') else ''}",
     )
     return launcher
 
@@ -228,7 +229,7 @@ def _map_config(work: _Work, kind: str, stanza: str) -> None:
 def _launch_timeout(work: _Work, field: str, value: Any, kind: str) -> None:
     try:
         seconds = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         work.add(BLOCKER, field, f"{str(value)[:40]!r} is not a number of seconds")
         return
     work.common["launch_timeout"] = seconds
@@ -284,7 +285,9 @@ def _yarn_key(work: _Work, field: str, key: str, value: Any) -> None:
     if key in ("yarn_endpoint", "alt_yarn_endpoint"):
         if _unset(value):
             return
-        endpoints = [*work.own.get("yarn_endpoints", ()), _endpoint(str(value))]
+        endpoints = list(work.own.get("yarn_endpoints", ()))
+        # the ResourceManager of yarn_endpoint first, whichever key the JSON names first
+        endpoints.insert(0 if key == "yarn_endpoint" else len(endpoints), _endpoint(str(value)))
         work.own["yarn_endpoints"] = tuple(endpoints)
         work.add(MAPPED, field, f"--yarn-endpoints={_endpoint(str(value))}")
     elif key == "impersonation_enabled":
@@ -349,7 +352,8 @@ def _map_env(work: _Work, spec: Mapping[str, Any], kind: str) -> None:
                     "read by their run.sh only (kernelfleet "
                     "interrupts Spark kernels with messages)",
                 )
-    if "SPARK_HOME" in env and spark:
+    # a value with their installer's placeholder stays in env: reported with the others below
+    if "SPARK_HOME" in env and spark and not INSTALLER_PLACEHOLDER.search(env["SPARK_HOME"]):
         home = env.pop("SPARK_HOME")
         if not _unset(home):
             work.common["spark_home"] = home
@@ -357,7 +361,8 @@ def _map_env(work: _Work, spec: Mapping[str, Any], kind: str) -> None:
     for key in ("SPARK_OPTS", "__TOREE_SPARK_OPTS__"):
         if key in env and spark:
             _map_spark(work, kind, f"env.{key}", env.pop(key))
-    if spark and "PYSPARK_PYTHON" in env:
+    pyspark_python = env.get("PYSPARK_PYTHON", "")
+    if spark and "PYSPARK_PYTHON" in env and not INSTALLER_PLACEHOLDER.search(pyspark_python):
         python = env.pop("PYSPARK_PYTHON")
         if not _unset(python):
             work.common["python"] = python
@@ -451,6 +456,23 @@ def _scala_jar(work: _Work, source_dir: str, files: Iterable[str]) -> None:
         )
 
 
+def _placeholders(spec: Mapping[str, Any]) -> list[str]:
+    """The fields outside env that still hold their installer's ``${…}`` placeholders."""
+    out = [
+        key
+        for key in ("language", "display_name")
+        if isinstance(spec.get(key), str) and INSTALLER_PLACEHOLDER.search(spec[key])
+    ]
+    raw = spec.get("argv")
+    argv: list[Any] = raw if isinstance(raw, list) else []
+    for i, word in enumerate(argv):
+        if isinstance(word, str) and INSTALLER_PLACEHOLDER.search(word):
+            before = argv[i - 1] if i else ""
+            flag = isinstance(before, str) and before.startswith("--")
+            out.append(f"argv {before}" if flag else f"argv[{i}]")
+    return out
+
+
 def plan(name: str, spec: Mapping[str, Any], source_dir: str, files: Iterable[str] = ()) -> Plan:
     """The migration of kernel.json dict *spec*, kernelspec *name* in *source_dir*, whose
     files (relative paths) are *files*."""
@@ -478,6 +500,14 @@ def plan(name: str, spec: Mapping[str, Any], source_dir: str, files: Iterable[st
     if foreign.swarm:
         work.own["swarm"] = True
         work.add(MAPPED, foreign.written, "--swarm")
+    unrendered = _placeholders(spec)
+    if unrendered:
+        work.add(
+            DROPPED,
+            ", ".join(unrendered),
+            "still held their installer's placeholders (never rendered): kernelfleet's "
+            "defaults are used",
+        )
     launcher = _map_argv(work, spec, kind)
     _map_config(work, kind, stanza)
     _map_env(work, spec, kind)
@@ -491,6 +521,13 @@ def plan(name: str, spec: Mapping[str, Any], source_dir: str, files: Iterable[st
             WARNING,
             "scripts/kernel-pod.yaml.j2",
             "their pod template is not carried: port your changes to the new spec's pod template",
+        )
+    if kind == "ssh" and work.common.get("language") == "python":
+        work.add(
+            WARNING,
+            "kernelfleet",
+            "SSH Python kernels encrypt with CurveZMQ, which needs ipykernel >= 7.4 on the "
+            "hosts' --python (or KF_TRANSPORT_ENCRYPTION=false)",
         )
     if kind in ("k8s", "docker") and "image" not in work.own:
         work.add(BLOCKER, f"{stanza}.config.image_name", "is missing: name the kernel image")
