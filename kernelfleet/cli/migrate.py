@@ -7,7 +7,6 @@ kernelspecs into kernelfleet ones. Argument parsing and output only; the mapping
 from __future__ import annotations
 
 import json
-import sys
 from textwrap import dedent
 
 from traitlets import Bool, Unicode
@@ -32,7 +31,7 @@ class MigrateApp(KernelfleetCommand):
     this Python's environment (--sys-prefix, first in the Jupyter path) unless --user or
     --prefix says otherwise; the originals are never changed. A spec with a field that has no
     equivalent is reported with what to do and not written unless --force. Exit status 1
-    unless every spec named (or found) was migrated."""
+    unless every spec named (or found) was migrated (0 when there is none)."""
     examples = dedent("""
         kernelfleet spec migrate --dry-run
         kernelfleet spec migrate python_distributed spark_python_yarn_cluster
@@ -115,7 +114,8 @@ class MigrateApp(KernelfleetCommand):
         dirs = apply.search_dirs(self.from_dir)
         if self.from_dir and not dirs[0].is_dir():
             self.fail(f"--from {self.from_dir}: no such directory", code=2)
-        sources, problems = apply.find_sources(dirs, self.extra_args)
+        names = list(self.extra_args) or apply.spec_dir_name(self.from_dir)
+        sources, problems = apply.find_sources(dirs, names)
         outcomes = [
             apply.migrate(s, root, dry_run=self.dry_run, force=self.force, replace=self.replace)
             for s in sources
@@ -134,13 +134,10 @@ class MigrateApp(KernelfleetCommand):
         else:
             self._print(outcomes, problems)
         done = all(o.written or (self.dry_run and _ok(o, self.force)) for o in outcomes)
-        if problems or not done or not (outcomes or problems):
-            if not outcomes and not problems and not self.json_output:
-                print(
-                    "No Enterprise Gateway or Gateway Provisioners kernelspecs found in "
-                    f"{', '.join(str(d) for d in dirs)}.",
-                    file=sys.stderr,
-                )
+        if not outcomes and not problems and not self.json_output:
+            where = ", ".join(str(d) for d in dirs)
+            print(f"No Enterprise Gateway or Gateway Provisioners kernelspecs in {where}.")
+        if problems or not done:
             self.exit(1)
 
     def _print(self, outcomes: list[apply.Outcome], problems: dict[str, str]) -> None:

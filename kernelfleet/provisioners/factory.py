@@ -52,7 +52,7 @@ def make_provisioner(
         raise ValueError(f"kernel {kernel_id} has no kernelspec")
     foreign = foreign_of(spec.to_dict())
     if foreign is not None:
-        raise not_migrated(km.kernel_name or spec.display_name, foreign)
+        raise not_migrated(km.kernel_name or "NAME", foreign)
     if provisioner_name(spec.to_dict()) in LOCAL_NAMES:
         return LocalProvisioner(
             kernel_id=kernel_id,

@@ -161,7 +161,7 @@ def not_migrated(kernel_name: str, foreign: Foreign) -> NotMigrated:
     what = f" ({foreign.name})" if foreign.name else ""
     article = "an" if foreign.origin[:1] in "AEIOU" else "a"
     return NotMigrated(
-        f"Kernelspec '{kernel_name}' is {article} {foreign.origin} spec{what}: run "
-        f"'kernelfleet spec migrate {kernel_name}' on the gateway to convert it (their "
-        "launchers do not run under kernelfleet)."
+        f"Kernelspec '{kernel_name}' needs 'kernelfleet spec migrate {kernel_name}' (an admin "
+        f"runs it on the gateway): it is {article} {foreign.origin} spec{what}, whose "
+        "launchers do not run under kernelfleet."
     )

@@ -77,6 +77,9 @@ TOREE_MAIN_CLASS = "org.apache.toree.Main"
 #: Enforced by the launcher's splitter (the same list), at install time and on the host.
 FORBIDDEN_REQUEST_SPARK_OPTS: tuple[str, ...] = spark_kernel.SPLITTER_FORBIDDEN
 
+#: Env names the gateway sets per kernel (KERNEL_USERNAME, KERNEL_ID, …) or reads as its own
+#: settings: a kernelspec's value would override them, so ``extra_env`` may not name them.
+RESERVED_ENV = ("KERNEL_", "KF_", "KERNELFLEET_", "JPY_")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 KERNEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 USER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,63}$")
@@ -214,8 +217,11 @@ def _checked(opts: SpecOptions) -> tuple[SpecOptions, SpecKind]:
             raise SpecError(f"{flag} must not contain '$'")
     split_spark_opts(opts.extra_spark_opts, what="--extra-spark-opts", trusted=True)
     for name, value in opts.extra_env:
-        if not ENV_NAME_RE.match(name):
-            raise SpecError(f"env: {name[:100]!r} is not an environment variable name")
+        if not ENV_NAME_RE.match(name) or name.startswith(RESERVED_ENV):
+            raise SpecError(
+                f"env: {name[:100]!r} is not an environment variable name a kernelspec may set "
+                f"(not {', '.join(p + '*' for p in RESERVED_ENV)})"
+            )
         if "$" in value or "\0" in value or not _is_utf8(value) or len(value) > 4096:
             raise SpecError(
                 f"env {name}: the value must be UTF-8 text without '$' or NUL, at most 4096 "

@@ -290,6 +290,14 @@ def test_every_spec_of_a_directory_is_migrated_in_one_run(
     assert f"{len(MIGRATES_TO)} of {len(MIGRATES_TO) + 2} kernelspecs written." in run.out
 
 
+def test_from_one_spec_directory_migrates_that_spec_only(
+    theirs: Path, dest: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = migrate(capsys, f"--from={kernels(theirs) / 'ssh_python'}", f"--prefix={dest}")
+    assert run.code == 0, run.out + run.err
+    assert [p.name for p in kernels(dest).iterdir()] == ["ssh_python"]
+
+
 # -- what is said and not written ------------------------------------------------------------------
 
 
@@ -443,8 +451,8 @@ def test_names_not_found_or_not_theirs_are_said_and_fail(
     assert "plain" not in run.out and "broken: " in run.out
     (other / "broken" / "kernel.json").unlink()
     run = migrate(capsys, f"--from={other}", f"--prefix={dest}")
-    assert run.code == 1
-    assert f"No Enterprise Gateway or Gateway Provisioners kernelspecs found in {other}" in run.err
+    assert run.code == 0  # nothing to do is not a failure
+    assert f"No Enterprise Gateway or Gateway Provisioners kernelspecs in {other}" in run.out
     run = migrate(capsys, f"--from={tmp_path / 'missing'}", f"--prefix={dest}")
     assert run.code == 2 and "no such directory" in run.err
 

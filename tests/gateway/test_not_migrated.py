@@ -65,8 +65,10 @@ async def test_starting_an_unmigrated_spec_fails_with_the_migrate_command(
         status, body = await client.request("POST", "/api/kernels", {"name": name})
         assert status == 500, body
         assert body["reason"] == "Kernelspec Not Migrated"
-        assert body["message"].startswith(f"Kernelspec '{name}' is {origin} spec")
-        assert f"kernelfleet spec migrate {name}" in body["message"]
+        assert body["message"].startswith(
+            f"Kernelspec '{name}' needs 'kernelfleet spec migrate {name}'"
+        )
+        assert f"it is {origin} spec" in body["message"]
         assert await client.call("GET", "/api/kernels") == []
         # a spec the gateway can run still starts next to it
         model = await client.start_kernel()

@@ -22,7 +22,7 @@ from kernelfleet.provisioners.foreign import (
     not_migrated,
 )
 from kernelfleet.specs import builders
-from kernelfleet.specs.migrate.model import DROPPED, LEVELS, WARNING, Plan
+from kernelfleet.specs.migrate.model import DROPPED, LEVELS, Plan
 from kernelfleet.specs.migrate.plan import plan
 from kernelfleet.specs.migrate.spark import map_spark_opts
 from kernelfleet.specs.options import SpecOptions
@@ -267,8 +267,12 @@ def test_gp_installer_placeholders_are_treated_as_unset_and_reported() -> None:
     assert (opts.kind, opts.language, opts.display_name) == ("yarn", "python", "")
     assert (opts.spark_home, opts.python, opts.extra_env) == (None, "python3", ())
     assert opts.ipykernel_subclass_name == "ipykernel.ipkernel.IPythonKernel"
-    warned = [f.text for f in p.findings if f.level == WARNING and f.field == "env.SPARK_OPTS"]
-    assert any("extra_spark_opts, py4j_path, python_root, spark_home" in t for t in warned)
+    unrendered = {
+        f.field
+        for f in p.findings
+        if f.level == DROPPED and f.field.startswith("env.SPARK_OPTS") and "unrendered" in f.text
+    }
+    assert "env.SPARK_OPTS ${extra_spark_opts}" in unrendered, p.findings
     dropped = {f.field: f.text for f in p.findings if f.level == DROPPED}
     for key in ("PYARROW_IGNORE_TIMEZONE", "PYSPARK_PYTHON", "SPARK_HOME"):
         assert key in dropped["env"], dropped
@@ -282,9 +286,11 @@ def test_gp_installer_placeholders_are_treated_as_unset_and_reported() -> None:
 
 def _readme_refusal() -> str:
     text = " ".join(README.read_text(encoding="utf-8").split())
-    found = re.search(r"Starting one fails at once with `([^`]+)`", text)
+    found = re.search(
+        r"Starting one fails at once \(500, `Kernelspec Not Migrated`\) with `([^`]+)`", text
+    )
     assert found is not None, "the README no longer quotes the refusal"
-    return found.group(1)
+    return " ".join(found.group(1).split()).removesuffix("…")
 
 
 def test_the_refusal_names_the_fix_first_as_the_readme_quotes_it() -> None:
@@ -294,30 +300,30 @@ def test_the_refusal_names_the_fix_first_as_the_readme_quotes_it() -> None:
     assert isinstance(err, NotMigrated)
     assert (err.status, err.reason) == (500, "Kernelspec Not Migrated")
     assert err.message.startswith(_readme_refusal())
-    assert err.message.startswith("Kernelspec 'NAME' is an Enterprise Gateway spec")
+    assert err.message.startswith("Kernelspec 'NAME' needs 'kernelfleet spec migrate NAME'")
     assert "kernelfleet spec migrate NAME" in err.message[:110]
 
 
 @pytest.mark.parametrize(
-    ("spec", "start"),
+    ("spec", "whose"),
     [
-        (yarn(), "Kernelspec 'NAME' is an Enterprise Gateway spec (YarnClusterProcessProxy): "),
+        (yarn(), "it is an Enterprise Gateway spec (YarnClusterProcessProxy), "),
         (
             gp("distributed-provisioner"),
-            "Kernelspec 'NAME' is a Gateway Provisioners spec (distributed-provisioner): ",
+            "it is a Gateway Provisioners spec (distributed-provisioner), ",
         ),
         (
             {"argv": launcher_argv("scripts/launch_ipykernel.py")},
-            "Kernelspec 'NAME' is an Enterprise Gateway spec: ",
+            "it is an Enterprise Gateway spec, ",
         ),
     ],
 )
-def test_the_refusal_says_whose_spec_it_is(spec: dict[str, Any], start: str) -> None:
+def test_the_refusal_says_whose_spec_it_is(spec: dict[str, Any], whose: str) -> None:
     foreign = foreign_of(spec)
     assert foreign is not None
     message = not_migrated("NAME", foreign).message
-    assert message.startswith(start)
-    assert "run 'kernelfleet spec migrate NAME' on the gateway" in message
+    assert message.startswith("Kernelspec 'NAME' needs 'kernelfleet spec migrate NAME' (an admin")
+    assert whose in message
 
 
 # -- properties ------------------------------------------------------------------------------------

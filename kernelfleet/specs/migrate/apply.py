@@ -85,6 +85,12 @@ def search_dirs(from_dir: str = "") -> list[Path]:
     return [base]
 
 
+def spec_dir_name(from_dir: str) -> list[str]:
+    """``[name]`` when *from_dir* is one kernelspec's directory (only it is migrated), else []."""
+    base = Path(os.path.abspath(os.path.expanduser(from_dir))) if from_dir else None
+    return [base.name] if base is not None and (base / "kernel.json").is_file() else []
+
+
 def _files(resource_dir: Path) -> tuple[str, ...]:
     out: list[str] = []
     for root, dirs, names in os.walk(resource_dir):

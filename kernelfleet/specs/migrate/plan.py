@@ -14,7 +14,9 @@ checks one against the other.
 from __future__ import annotations
 
 import re
+import shlex
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from kernelfleet.errors import PublicError
@@ -22,12 +24,9 @@ from kernelfleet.provisioners.foreign import EG, Foreign, foreign_of
 from kernelfleet.specs import builders
 from kernelfleet.specs.kinds import kind_class
 from kernelfleet.specs.migrate.model import BLOCKER, DROPPED, MAPPED, WARNING, Finding, Plan
-from kernelfleet.specs.migrate.spark import SparkMapping, map_spark_opts
+from kernelfleet.specs.migrate.spark import INSTALLER_PLACEHOLDER, SparkMapping, map_spark_opts
 from kernelfleet.specs.options import DEFAULT_KERNEL_CLASS, KIND_DEFAULTED, SpecOptions
 
-#: A placeholder GP's installers substitute (``${install_dir}``); one left in a spec means the
-#: installer did not finish (GP 0.5.0's ``yarn-spec install`` leaves Python specs so).
-INSTALLER_PLACEHOLDER = re.compile(r"\$\{([a-z][a-z0-9_]*)\}")
 #: Their launchers' options whose value kernelfleet gives its own launchers itself.
 PLUMBING = frozenset(
     {"kernel-id", "response-address", "public-key", "port-range", "transport-encryption"}
@@ -76,10 +75,13 @@ def _unset(value: Any) -> bool:
     )
 
 
-def _words(value: Any) -> list[str]:
-    """A user or host list as they write it: a comma string, or a list of (comma) strings."""
+def _words(value: Any) -> list[str] | None:
+    """A user or host list as they write it: a comma string, or a list of (comma) strings;
+    None for anything else (a number, null, an object)."""
     items = value if isinstance(value, list) else [value]
-    return [p.strip() for item in items for p in str(item).split(",") if p.strip()]
+    if not all(isinstance(item, str) for item in items):
+        return None
+    return [p.strip() for item in items for p in item.split(",") if p.strip()]
 
 
 # -- argv ---------------------------------------------------------------------------------------
@@ -90,7 +92,7 @@ def _launcher(argv: list[str]) -> tuple[str | None, str | None, list[str]]:
     for i, word in enumerate(argv):
         base = word.rsplit("/", 1)[-1]
         if base == "launch_ipykernel.py":
-            return "python", (argv[0] if i == 1 else None), argv[i + 1 :]
+            return "python", (argv[0] if i >= 1 else None), argv[i + 1 :]
         if base == "launch_IRkernel.R":
             return "r", None, argv[i + 1 :]
         if base in ("launch_kubernetes.py", "launch_docker.py"):
@@ -173,8 +175,15 @@ def _map_argv(work: _Work, spec: Mapping[str, Any], kind: str) -> str | None:
             f"{opts['cluster-type']!r}: kernelfleet starts Spark sessions only (no Dask cluster)",
         )
     mode = opts.get("spark-context-initialization-mode", "")
-    if mode in ("lazy", "eager") and launcher == "python":
+    if mode in ("lazy", "eager") and launcher in ("python", "r") and kind != "local":
         work.common["spark"] = True
+    elif mode in ("lazy", "eager") and not work.common.get("spark"):
+        work.add(
+            BLOCKER,
+            "argv --spark-context-initialization-mode",
+            f"{mode}: kernelfleet's {kind} kernels of this launcher have no Spark session; "
+            "use 'kernelfleet spec install ssh --spark' or 'spec install yarn'",
+        )
     if mode in ("lazy", "eager", "none") and work.common.get("spark"):
         if kind == "yarn" and mode != "eager":
             work.add(
@@ -203,8 +212,12 @@ def _map_argv(work: _Work, spec: Mapping[str, Any], kind: str) -> str | None:
 def _map_config(work: _Work, kind: str, stanza: str) -> None:
     for key, value in work.foreign.config.items():
         field = f"{stanza}.config.{key}"
-        if key in ("authorized_users", "unauthorized_users"):
-            users = tuple(_words(value))
+        if key in ("authorized_users", "unauthorized_users", "remote_hosts") and (
+            _words(value) is None
+        ):
+            work.add(BLOCKER, field, "is neither a comma list nor a list of names: fix it")
+        elif key in ("authorized_users", "unauthorized_users"):
+            users = tuple(_words(value) or ())
             work.common[key] = users
             work.add(MAPPED, field, f"--{key.replace('_', '-')}={','.join(users)}")
         elif key == "launch_timeout":
@@ -230,7 +243,7 @@ def _launch_timeout(work: _Work, field: str, value: Any, kind: str) -> None:
     try:
         seconds = float(value)
     except (TypeError, ValueError, OverflowError):
-        work.add(BLOCKER, field, f"{str(value)[:40]!r} is not a number of seconds")
+        work.add(BLOCKER, field, f"{str(value)[:40]!r} is not a number of seconds: write one")
         return
     work.common["launch_timeout"] = seconds
     work.add(MAPPED, field, f"--launch-timeout={seconds:g}")
@@ -268,7 +281,7 @@ def _port_range(work: _Work, field: str, value: str, kind: str) -> None:
 
 def _ssh_key(work: _Work, field: str, key: str, value: Any) -> None:
     if key == "remote_hosts":
-        hosts = tuple(_words(value))
+        hosts = tuple(_words(value) or ())
         work.own["remote_hosts"] = hosts
         work.add(MAPPED, field, f"--remote-hosts={','.join(hosts)}")
     else:
@@ -333,7 +346,12 @@ def _image_key(work: _Work, field: str, key: str, value: Any) -> None:
 
 def _map_env(work: _Work, spec: Mapping[str, Any], kind: str) -> None:
     raw = spec.get("env")
-    env = {str(k): str(v) for k, v in raw.items()} if isinstance(raw, Mapping) else {}
+    env: dict[str, str] = {}
+    for key, value in raw.items() if isinstance(raw, Mapping) else ():
+        if isinstance(value, str):
+            env[str(key)] = value
+        else:
+            work.add(BLOCKER, f"env.{key}", "is not a string: write it as one")
     spark = bool(work.common.get("spark"))
     for key in THEIR_RUN_SH_ENV:
         if key in env:
@@ -358,9 +376,10 @@ def _map_env(work: _Work, spec: Mapping[str, Any], kind: str) -> None:
         if not _unset(home):
             work.common["spark_home"] = home
             work.add(MAPPED, "env.SPARK_HOME", f"--spark-home={home}")
-    for key in ("SPARK_OPTS", "__TOREE_SPARK_OPTS__"):
-        if key in env and spark:
-            _map_spark(work, kind, f"env.{key}", env.pop(key))
+    texts = [(k, env.pop(k)) for k in ("SPARK_OPTS", "__TOREE_SPARK_OPTS__") if k in env and spark]
+    if texts:  # both, in one: neither may replace what the other set
+        field = " + ".join(f"env.{k}" for k, _ in texts)
+        _map_spark(work, kind, field, " ".join(t for _, t in texts))
     pyspark_python = env.get("PYSPARK_PYTHON", "")
     if spark and "PYSPARK_PYTHON" in env and not INSTALLER_PLACEHOLDER.search(pyspark_python):
         python = env.pop("PYSPARK_PYTHON")
@@ -370,7 +389,8 @@ def _map_env(work: _Work, spec: Mapping[str, Any], kind: str) -> None:
     if spark and "PYTHONPATH" in env:
         env.pop("PYTHONPATH")
         work.add(DROPPED, "env.PYTHONPATH", "kernelfleet puts pyspark and py4j on the path itself")
-    if spark and "HADOOP_CONF_DIR" in env and kind in ("ssh", "yarn"):
+    conf_dir = env.get("HADOOP_CONF_DIR", "")
+    if spark and conf_dir and not _unset(conf_dir) and kind in ("ssh", "yarn"):
         conf_dir = env.pop("HADOOP_CONF_DIR")
         work.own["hadoop_conf_dir"] = conf_dir
         work.add(MAPPED, "env.HADOOP_CONF_DIR", f"--hadoop-conf-dir={conf_dir}")
@@ -384,6 +404,13 @@ def _map_env(work: _Work, spec: Mapping[str, Any], kind: str) -> None:
                 f"env.{key}",
                 "uses '$' substitution, which a start request "
                 "could steer under kernelfleet: write the value out and migrate again",
+            )
+        elif key.startswith(builders.RESERVED_ENV):
+            work.add(
+                BLOCKER,
+                f"env.{key}",
+                "is set by the gateway for each kernel (or a request): a kernelspec may not "
+                "fix it; remove it and migrate again",
             )
         else:
             work.env[key] = value
@@ -401,14 +428,6 @@ def _map_spark(work: _Work, kind: str, field: str, text: str) -> None:
     if kind not in ("ssh", "yarn"):
         work.add(BLOCKER, field, f"Spark kernels are not supported by 'spec install {kind}'")
         return
-    if INSTALLER_PLACEHOLDER.search(text):
-        names = sorted(set(INSTALLER_PLACEHOLDER.findall(text)))
-        work.add(
-            WARNING,
-            field,
-            f"their installer left {', '.join(names)} unrendered: those words are left out",
-        )
-        text = INSTALLER_PLACEHOLDER.sub("", text)
     got: SparkMapping = map_spark_opts(text, kind=kind, source=field)
     work.findings += got.findings
     mode = got.deploy_mode or ("cluster" if kind == "yarn" else "client")
@@ -419,7 +438,9 @@ def _map_spark(work: _Work, kind: str, field: str, text: str) -> None:
             f"{mode} does not fit a {kind} spec ({'cluster' if kind == 'yarn' else 'client'} mode)",
         )
     if kind == "ssh":
-        if got.master and "$" not in got.master:
+        if got.master and "$" in got.master:
+            work.add(BLOCKER, f"{field} --master", "relies on the shell ('$'): write it out")
+        elif got.master:
             work.common["spark_master"] = got.master
             work.add(MAPPED, f"{field} --master", f"--spark-master={got.master}")
         if got.extra:
@@ -433,8 +454,6 @@ def _map_spark(work: _Work, kind: str, field: str, text: str) -> None:
 
 
 def _quoted(words: list[str]) -> list[str]:
-    import shlex
-
     return [shlex.quote(w) for w in words]
 
 
@@ -456,6 +475,24 @@ def _scala_jar(work: _Work, source_dir: str, files: Iterable[str]) -> None:
         )
 
 
+def _dropped_shape(work: _Work, spec: Mapping[str, Any]) -> None:
+    """Report the fields kernelfleet writes itself for the kind: interrupt_mode, metadata."""
+    if "interrupt_mode" in spec:
+        work.add(DROPPED, "interrupt_mode", "kernelfleet sets it for the kind (message for Spark)")
+    meta = spec.get("metadata")
+    extra = sorted(
+        str(k)
+        for k in (meta if isinstance(meta, Mapping) else {})
+        if k not in ("process_proxy", "kernel_provisioner")
+    )
+    if extra:
+        work.add(
+            DROPPED,
+            ", ".join(f"metadata.{k}" for k in extra),
+            "not carried: kernels announce the debugger in their kernel_info themselves",
+        )
+
+
 def _placeholders(spec: Mapping[str, Any]) -> list[str]:
     """The fields outside env that still hold their installer's ``${…}`` placeholders."""
     out = [
@@ -471,6 +508,20 @@ def _placeholders(spec: Mapping[str, Any]) -> list[str]:
             flag = isinstance(before, str) and before.startswith("--")
             out.append(f"argv {before}" if flag else f"argv[{i}]")
     return out
+
+
+def _without_env_we_set(work: _Work, options: SpecOptions, resource_dir: str) -> SpecOptions:
+    """*options* without the carried env entries the kind's own env sets (they would be
+    ignored), each reported."""
+    ours = builders.build_kernel_json(replace(options, extra_env=()), resource_dir)["env"]
+    clash = sorted(set(ours) & set(work.env))
+    if not clash:
+        return options
+    for key in clash:
+        work.findings = [f for f in work.findings if f.field != f"env.{key}"]
+        work.add(DROPPED, f"env.{key}", f"kernelfleet sets it for the kind ({ours[key][:60]!r})")
+    kept = tuple((k, v) for k, v in options.extra_env if k not in clash)
+    return replace(options, extra_env=kept)
 
 
 def plan(name: str, spec: Mapping[str, Any], source_dir: str, files: Iterable[str] = ()) -> Plan:
@@ -514,6 +565,7 @@ def plan(name: str, spec: Mapping[str, Any], source_dir: str, files: Iterable[st
     display = spec.get("display_name")
     if not _unset(display):
         work.common["display_name"] = str(display)
+    _dropped_shape(work, spec)
     if work.common.get("language") == "scala" and launcher is not None:
         _scala_jar(work, source_dir, files)
     if kind == "k8s" and "scripts/kernel-pod.yaml.j2" in set(files):
@@ -543,4 +595,6 @@ def plan(name: str, spec: Mapping[str, Any], source_dir: str, files: Iterable[st
             builders.validate(options)
         except PublicError as exc:
             work.add(BLOCKER, "kernelfleet", exc.message)
+        else:
+            options = _without_env_we_set(work, options, source_dir)
     return Plan(name, source_dir, foreign, options, tuple(work.findings), dict(spec))

@@ -15,6 +15,7 @@ spec (cluster mode, where kernelfleet builds the spark-submit) each becomes the 
 
 from __future__ import annotations
 
+import re
 import shlex
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,10 +46,14 @@ AS_PROPERTY = {
     "--packages": "spark.jars.packages",
     "--exclude-packages": "spark.jars.excludes",
     "--repositories": "spark.jars.repositories",
-    "--py-files": "spark.submit.pyFiles",
-    "--files": "spark.files",
     "--archives": "spark.yarn.dist.archives",
 }
+#: spark-submit options kernelfleet's YARN submission passes itself (its launcher's files):
+#: theirs would be overridden, so they cannot be carried.
+SUBMITTED_BY_US = frozenset({"--py-files", "--files", "spark.submit.pyFiles", "spark.files"})
+#: A placeholder their installers substitute (``${install_dir}``); one left in a spec means the
+#: installer did not finish (GP 0.5.0's ``yarn-spec install`` leaves Python specs so).
+INSTALLER_PLACEHOLDER = re.compile(r"\$\{([a-z][a-z0-9_]*)\}")
 #: Properties kernelfleet's YARN provisioner sets itself.
 OURS = frozenset({"spark.yarn.submit.waitAppCompletion", "spark.app.name"})
 #: Application-master environment their specs set for PySpark; kernelfleet ships pyspark and
@@ -76,6 +81,8 @@ WITH_VALUE = frozenset(
         "--driver-class-path",
         "--total-executor-cores",
         "--properties-file",
+        "--py-files",
+        "--files",
         *YARN_OPTIONS,
         *AS_PROPERTY,
     }
@@ -108,7 +115,7 @@ def _pairs(words: list[str]) -> list[tuple[str, str | None]]:
         if word.startswith("--") and "=" in word and word.split("=", 1)[0] in WITH_VALUE:
             opt, value = word.split("=", 1)
             out.append((opt, value))
-        elif word in WITH_VALUE and i + 1 < len(words):
+        elif word in WITH_VALUE and i + 1 < len(words) and not words[i + 1].startswith("--"):
             out.append((word, words[i + 1]))
             i += 1
         else:
@@ -130,7 +137,12 @@ def map_spark_opts(text: str, *, kind: str, source: str = "env.SPARK_OPTS") -> S
     conf: dict[str, str] = {}
     for opt, value in _pairs(words):
         where = f"{source} {opt}"
-        if opt in EXTRA_VARS:
+        if INSTALLER_PLACEHOLDER.search(opt) or INSTALLER_PLACEHOLDER.search(value or ""):
+            out.findings.append(
+                Finding(DROPPED, where, "left unrendered by their installer (a ${…} "
+                        "placeholder): left out")
+            )  # fmt: skip
+        elif opt in EXTRA_VARS:
             out.findings.append(
                 Finding(
                     DROPPED,
@@ -154,6 +166,8 @@ def map_spark_opts(text: str, *, kind: str, source: str = "env.SPARK_OPTS") -> S
             _property(out, conf, f"{where} {key}", key.strip(), val, kind=kind)
         elif kind == "yarn" and opt in YARN_OPTIONS and value is not None:
             _yarn_value(out, where, YARN_OPTIONS[opt], value)
+        elif kind == "yarn" and opt in SUBMITTED_BY_US:
+            out.findings.append(_ours(where))
         elif kind == "yarn" and opt in AS_PROPERTY and value is not None:
             _property(out, conf, where, AS_PROPERTY[opt], value, kind=kind)
         elif "$" in opt or (value is not None and "$" in value):
@@ -174,6 +188,15 @@ def map_spark_opts(text: str, *, kind: str, source: str = "env.SPARK_OPTS") -> S
     if out.extra:
         out.findings.append(Finding(MAPPED, source, f"--extra-spark-opts={shlex.join(out.extra)}"))
     return out
+
+
+def _ours(where: str) -> Finding:
+    return Finding(
+        BLOCKER,
+        where,
+        "kernelfleet's YARN submission passes its launcher's own files there, which would "
+        "override these: ship them in a kernel environment (kernelfleet env create yarn)",
+    )
 
 
 def _shell(where: str) -> Finding:
@@ -211,7 +234,9 @@ def _yarn_value(out: SparkMapping, where: str, option: str, value: str) -> None:
 def _property(
     out: SparkMapping, conf: dict[str, str], where: str, key: str, value: str, *, kind: str
 ) -> None:
-    if key in OURS:
+    if key in SUBMITTED_BY_US and kind == "yarn":
+        out.findings.append(_ours(where))
+    elif key in OURS:
         out.findings.append(Finding(DROPPED, where, "kernelfleet sets it itself"))
     elif key in SUPERSEDED_AM_ENV and "$" in value:
         text = "kernelfleet ships pyspark and py4j with each kernel and runs the spec's --python"
