@@ -27,8 +27,8 @@ from traitlets.config import LoggingConfigurable
 
 from kernelfleet.config import option
 from kernelfleet.errors import Forbidden, NotFound
+from kernelfleet.foreign import foreign_of
 from kernelfleet.kernels.policy import SpecPolicy
-from kernelfleet.provisioners.foreign import foreign_of
 
 RESOURCE_FILES = ("kernel.js", "kernel.css")
 

@@ -22,6 +22,26 @@ class SecretBoxError(ValueError):
     """A value could not be decrypted (wrong key file, or tampered with)."""
 
 
+def _create_key(path: str) -> bytes:
+    """A new key at *path*, or the one another process (a replica starting at the same time)
+    put there first: written whole to a private file, then linked into place, which fails if
+    the name exists, so no reader ever sees half a key."""
+    os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
+    raw = base64.b64encode(secrets.token_bytes(32))
+    tmp = f"{path}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(raw + b"\n")
+        os.link(tmp, path)
+    except FileExistsError:
+        with open(path, "rb") as fh:
+            raw = fh.read().strip()
+    finally:
+        os.unlink(tmp)
+    return raw
+
+
 class SecretBox:
     def __init__(self, key: bytes) -> None:
         if len(key) != 32:
@@ -35,11 +55,7 @@ class SecretBox:
             with open(path, "rb") as fh:
                 raw = fh.read().strip()
         except FileNotFoundError:
-            os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
-            raw = base64.b64encode(secrets.token_bytes(32))
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(raw + b"\n")
+            raw = _create_key(path)
         return cls(base64.b64decode(raw))
 
     def seal(self, value: Any, *, context: str) -> str:

@@ -15,8 +15,8 @@ from jupyter_client.manager import AsyncKernelManager
 from jupyter_client.provisioning.factory import KernelProvisionerFactory
 from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
 
+from kernelfleet.foreign import foreign_of, not_migrated
 from kernelfleet.provisioners.base import LOCAL_NAMES, provisioner_config, provisioner_name
-from kernelfleet.provisioners.foreign import foreign_of, not_migrated
 from kernelfleet.provisioners.local import LocalProvisioner
 
 
@@ -45,7 +45,7 @@ def make_provisioner(
 ) -> KernelProvisionerBase:
     """The provisioner for *spec*, child of kernel manager *km*.
 
-    Raises :class:`~kernelfleet.provisioners.foreign.NotMigrated` for a kernelspec written
+    Raises :class:`~kernelfleet.foreign.NotMigrated` for a kernelspec written
     for Enterprise Gateway or Gateway Provisioners (``kernelfleet spec migrate`` converts it).
     """
     if spec is None:

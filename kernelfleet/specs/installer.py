@@ -25,7 +25,7 @@ from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_core.paths import SYSTEM_JUPYTER_PATH, jupyter_data_dir
 
 from kernelfleet.errors import Conflict, NotFound, PublicError
-from kernelfleet.provisioners.foreign import foreign_of
+from kernelfleet.foreign import foreign_of
 from kernelfleet.specs.builders import SpecFiles, build_spec
 from kernelfleet.specs.options import SpecOptions
 

@@ -147,7 +147,10 @@ async def test_scala_stdin_only_through_toree_s_input_stream(scala_spec: Any) ->
             # without on_input, execute() fails on any input_request
             reply, iopub = await asyncio.wait_for(
                 ws.execute(
-                    'val answer = scala.io.StdIn.readLine("name? ")\nprintln(answer == null)',
+                    # flushed before the reply: under load Toree may send buffered stdout
+                    # after the cell is idle otherwise
+                    'val answer = scala.io.StdIn.readLine("name? ")\nprintln(answer == null)\n'
+                    "Console.flush()",
                     allow_stdin=True,
                 ),
                 60,

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from kernelfleet.provisioners.foreign import (
+from kernelfleet.foreign import (
     EG,
     GP,
     GP_PROVISIONERS,

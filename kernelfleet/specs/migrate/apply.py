@@ -22,7 +22,7 @@ from typing import Any
 from jupyter_core.paths import jupyter_path
 
 from kernelfleet.errors import PublicError
-from kernelfleet.provisioners.foreign import foreign_of
+from kernelfleet.foreign import foreign_of
 from kernelfleet.specs import builders, installer
 from kernelfleet.specs.migrate.model import BLOCKER, Finding, Plan
 from kernelfleet.specs.migrate.plan import plan

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from kernelfleet.provisioners.foreign import Foreign
+from kernelfleet.foreign import Foreign
 from kernelfleet.specs.options import SpecOptions
 
 #: A field of theirs that became one of ours.

@@ -20,7 +20,7 @@ from dataclasses import replace
 from typing import Any
 
 from kernelfleet.errors import PublicError
-from kernelfleet.provisioners.foreign import EG, Foreign, foreign_of
+from kernelfleet.foreign import EG, Foreign, foreign_of
 from kernelfleet.specs import builders
 from kernelfleet.specs.kinds import kind_class
 from kernelfleet.specs.migrate.model import BLOCKER, DROPPED, MAPPED, WARNING, Finding, Plan
