@@ -65,8 +65,8 @@ LAUNCHER_FILES = frozenset(
     }
 )
 
-#: argv placeholders only EG's and GP's provisioners fill in.
-PLACEHOLDERS = ("{response_address}", "{public_key}", "{port_range}", "{kernel_id}")
+#: argv placeholders only EG's and GP's provisioners fill in (jupyter_client knows neither).
+PLACEHOLDERS = ("{response_address}", "{public_key}")
 
 _LAUNCHER_RE = re.compile(r"(?:^|/)(" + "|".join(re.escape(n) for n in LAUNCHER_FILES) + r")$")
 
@@ -115,7 +115,7 @@ def runs_their_launcher(argv: Any) -> bool:
     words = [w for w in argv if isinstance(w, str)]
     if any(_LAUNCHER_RE.search(w) for w in words):
         return True
-    return any(p in w for w in words for p in PLACEHOLDERS[:2])
+    return any(p in w for w in words for p in PLACEHOLDERS)
 
 
 def foreign_of(spec: Mapping[str, Any]) -> Foreign | None:

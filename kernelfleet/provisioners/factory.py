@@ -50,15 +50,16 @@ def make_provisioner(
     """
     if spec is None:
         raise ValueError(f"kernel {kernel_id} has no kernelspec")
-    foreign = foreign_of(spec.to_dict())
+    as_dict = spec.to_dict()
+    foreign = foreign_of(as_dict)
     if foreign is not None:
         raise not_migrated(km.kernel_name or "NAME", foreign)
-    if provisioner_name(spec.to_dict()) in LOCAL_NAMES:
+    if provisioner_name(as_dict) in LOCAL_NAMES:
         return LocalProvisioner(
             kernel_id=kernel_id,
             kernel_spec=spec,
             parent=km,
-            **provisioner_config(spec.to_dict()),
+            **provisioner_config(as_dict),
         )
     factory = KernelProvisionerFactory.instance(parent=km.parent)
     prov: KernelProvisionerBase = factory.create_provisioner_instance(kernel_id, spec, parent=km)

@@ -11,6 +11,7 @@ in place of the original on a second run.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
 import os
@@ -213,7 +214,9 @@ def migrate(
         files = builders.build_spec(options, str(dest))
     except PublicError as exc:
         if not p.blockers:
-            p = _with(p, Finding(BLOCKER, "kernelfleet", exc.message))
+            p = dataclasses.replace(
+                p, findings=(*p.findings, Finding(BLOCKER, "kernelfleet", exc.message))
+            )
             out.plan = p
         elif force:  # what is left without the unmappable fields does not make a spec
             out.notes.append(f"cannot be written even without them: {exc.message}")
@@ -243,10 +246,6 @@ def migrate(
     if hidden is not None:
         out.notes.append(f"warning: {hidden[1]}")
     return out
-
-
-def _with(p: Plan, finding: Finding) -> Plan:
-    return Plan(p.name, p.source_dir, p.foreign, p.options, (*p.findings, finding), p.original)
 
 
 def _migrated_from(dest: Path) -> str | None:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from kernelfleet.foreign import Foreign
 from kernelfleet.specs.options import SpecOptions
@@ -45,8 +43,6 @@ class Plan:
     foreign: Foreign | None
     options: SpecOptions | None
     findings: tuple[Finding, ...] = ()
-    #: The original kernel.json, for the dry run's diff.
-    original: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def kind(self) -> str | None:

@@ -43,7 +43,13 @@ KEYS_YARN = (
     "impersonation_enabled",
 )
 KEYS_IMAGE = ("image_name", "executor_image_name")
-KEYS_COMMON = ("authorized_users", "unauthorized_users", "launch_timeout", "port_range")
+#: Env entries of a Spark spec that are install options here: name → (option, a common option
+#: (else the kind's own), the kinds that have it).
+SPARK_ENV_OPTIONS = {
+    "SPARK_HOME": ("spark_home", True, ("ssh", "yarn")),
+    "PYSPARK_PYTHON": ("python", True, ("ssh", "yarn")),
+    "HADOOP_CONF_DIR": ("hadoop_conf_dir", False, ("ssh", "yarn")),
+}
 #: Which of their launchers each kind can take the place of.
 LAUNCHERS_OF = {
     "ssh": {"python", "r", "run.sh", "ipykernel", "irkernel"},
@@ -58,7 +64,6 @@ class _Work:
     """The state of one plan: findings so far and the options built."""
 
     def __init__(self, name: str, foreign: Foreign) -> None:
-        self.name = name
         self.foreign = foreign
         self.findings: list[Finding] = []
         self.common: dict[str, Any] = {"kernel_name": name}
@@ -370,30 +375,20 @@ def _map_env(work: _Work, spec: Mapping[str, Any], kind: str) -> None:
                     "read by their run.sh only (kernelfleet "
                     "interrupts Spark kernels with messages)",
                 )
-    # a value with their installer's placeholder stays in env: reported with the others below
-    if "SPARK_HOME" in env and spark and not INSTALLER_PLACEHOLDER.search(env["SPARK_HOME"]):
-        home = env.pop("SPARK_HOME")
-        if not _unset(home):
-            work.common["spark_home"] = home
-            work.add(MAPPED, "env.SPARK_HOME", f"--spark-home={home}")
+    for key, (option, common, kinds) in SPARK_ENV_OPTIONS.items():
+        # an empty value, or one with their installer's placeholder, stays in env: reported
+        # with the others below
+        if spark and kind in kinds and not _unset(env.get(key)):
+            value = env.pop(key)
+            (work.common if common else work.own)[option] = value
+            work.add(MAPPED, f"env.{key}", f"--{option.replace('_', '-')}={value}")
     texts = [(k, env.pop(k)) for k in ("SPARK_OPTS", "__TOREE_SPARK_OPTS__") if k in env and spark]
     if texts:  # both, in one: neither may replace what the other set
         field = " + ".join(f"env.{k}" for k, _ in texts)
         _map_spark(work, kind, field, " ".join(t for _, t in texts))
-    pyspark_python = env.get("PYSPARK_PYTHON", "")
-    if spark and "PYSPARK_PYTHON" in env and not INSTALLER_PLACEHOLDER.search(pyspark_python):
-        python = env.pop("PYSPARK_PYTHON")
-        if not _unset(python):
-            work.common["python"] = python
-            work.add(MAPPED, "env.PYSPARK_PYTHON", f"--python={python}")
     if spark and "PYTHONPATH" in env:
         env.pop("PYTHONPATH")
         work.add(DROPPED, "env.PYTHONPATH", "kernelfleet puts pyspark and py4j on the path itself")
-    conf_dir = env.get("HADOOP_CONF_DIR", "")
-    if spark and conf_dir and not _unset(conf_dir) and kind in ("ssh", "yarn"):
-        conf_dir = env.pop("HADOOP_CONF_DIR")
-        work.own["hadoop_conf_dir"] = conf_dir
-        work.add(MAPPED, "env.HADOOP_CONF_DIR", f"--hadoop-conf-dir={conf_dir}")
     placeholders = []
     for key, value in sorted(env.items()):
         if INSTALLER_PLACEHOLDER.search(value):
@@ -534,7 +529,7 @@ def plan(name: str, spec: Mapping[str, Any], source_dir: str, files: Iterable[st
             "metadata",
             "is not an Enterprise Gateway or Gateway Provisioners kernelspec: nothing to migrate",
         )
-        return Plan(name, source_dir, None, None, (note,), dict(spec))
+        return Plan(name, source_dir, None, None, (note,))
     kind = foreign.kind
     if kind is None:
         what = foreign.name or "a launcher of theirs without a process proxy or provisioner"
@@ -544,7 +539,7 @@ def plan(name: str, spec: Mapping[str, Any], source_dir: str, files: Iterable[st
             f"{what} has no kernelfleet equivalent (kernels "
             "run on SSH hosts, YARN, Kubernetes or Docker)",
         )
-        return Plan(name, source_dir, foreign, None, (note,), dict(spec))
+        return Plan(name, source_dir, foreign, None, (note,))
     work = _Work(name, foreign)
     stanza = "process_proxy" if foreign.origin == EG else "kernel_provisioner"
     work.add(MAPPED, f"{stanza} {foreign.written}", f"kernelfleet spec install {kind}")
@@ -597,4 +592,4 @@ def plan(name: str, spec: Mapping[str, Any], source_dir: str, files: Iterable[st
             work.add(BLOCKER, "kernelfleet", exc.message)
         else:
             options = _without_env_we_set(work, options, source_dir)
-    return Plan(name, source_dir, foreign, options, tuple(work.findings), dict(spec))
+    return Plan(name, source_dir, foreign, options, tuple(work.findings))
