@@ -77,6 +77,23 @@ def render(installer: str, prefix: Path, *args: str) -> Path:
     return prefix / "share" / "jupyter" / "kernels"
 
 
+def eg_argv(*head: str, **options: str) -> list[str]:
+    """EG's launcher argv: *head* (the interpreter and script, or ``run.sh``), the options its
+    process proxies fill in, then *options* (``spark_context_initialization_mode="none"``), all
+    spelled ``--RemoteProcessProxy.name``."""
+    argv = list(head)
+    plumbing = {
+        "kernel-id": "{kernel_id}",
+        "response-address": "{response_address}",
+        "public-key": "{public_key}",
+        "port-range": "{port_range}",
+    }
+    extra = {name.replace("_", "-"): value for name, value in options.items()}
+    for opt, value in {**plumbing, **extra}.items():
+        argv += [f"--RemoteProcessProxy.{opt}", value]
+    return argv
+
+
 def eg_spec(
     kernels: Path,
     name: str,
@@ -95,15 +112,7 @@ def eg_spec(
     launcher = spec_dir / "scripts" / "launch_ipykernel.py"
     launcher.write_text("# stands for EG's launcher: migrate never runs it\n")
     if argv is None:
-        argv = ["python", str(launcher)]
-        for opt, value in (
-            ("kernel-id", "{kernel_id}"),
-            ("response-address", "{response_address}"),
-            ("public-key", "{public_key}"),
-            ("port-range", "{port_range}"),
-            ("spark-context-initialization-mode", "none"),
-        ):
-            argv += [f"--RemoteProcessProxy.{opt}", value]
+        argv = eg_argv("python", str(launcher), spark_context_initialization_mode="none")
     stanza: dict[str, Any] = {"class_name": f"{EG_PROXIES}.{proxy}"}
     if config:
         stanza["config"] = config

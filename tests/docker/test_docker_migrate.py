@@ -26,7 +26,7 @@ from tests.conftest import client_for, temp_gateway
 from tests.contract_backends.helpers import eventually, execute_ok, within
 from tests.docker.engine import DockerEngine
 from tests.docker.kernels import kernel_containers, kernel_services
-from tests.gpspecs import eg_spec, findings, load, migrate_cli, render
+from tests.gpspecs import eg_argv, eg_spec, findings, load, migrate_cli, render
 from tests.k8s.kernels import gateway_config
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(180)]
@@ -41,15 +41,7 @@ def eg_docker_spec(kernels: Path, image: str) -> Path:
     """EG's python_docker as its docs write it: launch_docker.py with the
     ``--RemoteProcessProxy.*`` options, the image in the process proxy's config."""
     launcher = kernels / EG_NAME / "scripts" / "launch_docker.py"
-    argv = ["python", str(launcher)]
-    for opt, value in (
-        ("kernel-id", "{kernel_id}"),
-        ("response-address", "{response_address}"),
-        ("public-key", "{public_key}"),
-        ("port-range", "{port_range}"),
-        ("kernel-class-name", "ipykernel.ipkernel.IPythonKernel"),
-    ):
-        argv += [f"--RemoteProcessProxy.{opt}", value]
+    argv = eg_argv("python", str(launcher), kernel_class_name="ipykernel.ipkernel.IPythonKernel")
     return eg_spec(
         kernels,
         EG_NAME,

@@ -4,6 +4,7 @@ tests ask of the cluster (which kernel pods are left)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -121,3 +122,16 @@ def gateway_config(tmp: Path, **sections: dict[str, Any]) -> dict[str, dict[str,
     for name, values in sections.items():
         out.setdefault(name, {}).update(values)
     return out
+
+
+async def no_pods_left(cluster: K8sCluster, kernel_id: str) -> None:
+    """Wait until no pod of *kernel_id* is left."""
+    # here, not at the top: tests.conftest imports this module (an import circle)
+    from tests.contract_backends.helpers import eventually
+
+    await eventually(
+        lambda: asyncio.to_thread(kernel_pods, cluster, kernel_id),
+        lambda pods: not pods,
+        f"no pod of kernel {kernel_id} left",
+        30,
+    )

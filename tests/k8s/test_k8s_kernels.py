@@ -21,6 +21,7 @@ from tests.k8s.kernels import (
     gateway_config,
     kernel_pods,
     namespaces,
+    no_pods_left,
     write_k8s_spec,
 )
 
@@ -32,15 +33,6 @@ def secrets_of(cluster: K8sCluster, kernel_id: str) -> list[str]:
         "get", "secrets", "-A", "-l", f"{LABEL_KERNEL}={kernel_id}", "-o", "name"
     ).stdout
     return out.split()
-
-
-async def no_pods_left(cluster: K8sCluster, kernel_id: str) -> None:
-    await eventually(
-        lambda: asyncio.to_thread(kernel_pods, cluster, kernel_id),
-        lambda pods: not pods,
-        f"no pod of kernel {kernel_id} left",
-        30,
-    )
 
 
 async def test_a_python_kernel_pod_runs_code_interrupts_restarts_and_leaves_nothing(

@@ -20,10 +20,10 @@ import pytest
 from kernelfleet.client import stdout_of
 from kernelfleet.provisioners.k8s import K8sProvisioner
 from tests.conftest import client_for, temp_gateway
-from tests.contract_backends.helpers import eventually, execute_ok
-from tests.gpspecs import eg_spec, load, migrate_cli, render
+from tests.contract_backends.helpers import execute_ok
+from tests.gpspecs import eg_argv, eg_spec, load, migrate_cli, render
 from tests.k8s.cluster import K8sCluster
-from tests.k8s.kernels import KERNELS_NAMESPACE, Identity, gateway_config, kernel_pods
+from tests.k8s.kernels import KERNELS_NAMESPACE, Identity, gateway_config, no_pods_left
 
 pytestmark = [pytest.mark.k8s, pytest.mark.timeout(240)]
 
@@ -38,14 +38,7 @@ def eg_k8s_spec(kernels: Path, image: str) -> Path:
     ``--RemoteProcessProxy.*`` options, the image in the process proxy's config, and the pod
     template next to the launcher."""
     scripts = kernels / EG_NAME / "scripts"
-    argv = ["python", str(scripts / "launch_kubernetes.py")]
-    for opt, value in (
-        ("kernel-id", "{kernel_id}"),
-        ("port-range", "{port_range}"),
-        ("response-address", "{response_address}"),
-        ("public-key", "{public_key}"),
-    ):
-        argv += [f"--RemoteProcessProxy.{opt}", value]
+    argv = eg_argv("python", str(scripts / "launch_kubernetes.py"))
     spec_dir = eg_spec(
         kernels,
         EG_NAME,
@@ -114,13 +107,4 @@ async def test_gp_and_eg_k8s_specs_migrate_and_run_as_pods(
             assert stdout_of(iopub).split() == [prov.pod, "42"], iopub
         for kid in kids:
             await c.shutdown_kernel(kid)
-        await asyncio.gather(*(no_pod_left(k8s_cluster, kid) for kid in kids))
-
-
-async def no_pod_left(cluster: K8sCluster, kernel_id: str) -> None:
-    await eventually(
-        lambda: asyncio.to_thread(kernel_pods, cluster, kernel_id),
-        lambda pods: not pods,
-        f"no pod of kernel {kernel_id} left",
-        30,
-    )
+        await asyncio.gather(*(no_pods_left(k8s_cluster, kid) for kid in kids))

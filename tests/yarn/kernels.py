@@ -152,3 +152,18 @@ async def kill_kernel(cluster: YarnCluster, kernel_id: str) -> None:
     for pids in found.values():
         for pid in pids:
             os.kill(pid, signal.SIGKILL)
+
+
+async def no_apps_left(
+    cluster: YarnCluster, kernel_id: str | None = None, seconds: float = 30
+) -> None:
+    """Wait until no live YARN application of *kernel_id* (of any kernel, without one) is left."""
+    # here, not at the top: tests.conftest imports this module (an import circle)
+    from tests.contract_backends.helpers import eventually
+
+    await eventually(
+        lambda: asyncio.to_thread(live_apps, cluster, kernel_id),
+        lambda apps: not apps,
+        f"no live application of {kernel_id or 'any kernel'}",
+        seconds,
+    )

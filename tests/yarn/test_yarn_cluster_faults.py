@@ -17,20 +17,16 @@ from tests.conftest import client_for, temp_gateway
 from tests.contract_backends.helpers import eventually, execute_ok, within
 from tests.gatewayproc import GatewayProcess
 from tests.yarn.cluster import YarnCluster
-from tests.yarn.kernels import dump, gateway_config, kernel_processes, live_apps, write_yarn_spec
+from tests.yarn.kernels import (
+    dump,
+    gateway_config,
+    kernel_processes,
+    live_apps,
+    no_apps_left,
+    write_yarn_spec,
+)
 
 pytestmark = [pytest.mark.yarn, pytest.mark.timeout(300)]
-
-
-async def no_apps_left(
-    cluster: YarnCluster, kernel_id: str | None = None, seconds: float = 30
-) -> None:
-    await eventually(
-        lambda: asyncio.to_thread(live_apps, cluster, kernel_id),
-        lambda apps: not apps,
-        f"no live application of {kernel_id or 'any kernel'}",
-        seconds,
-    )
 
 
 async def test_four_kernels_run_at_once_and_a_full_queue_fails_fast_naming_itself(

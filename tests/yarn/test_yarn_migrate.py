@@ -25,10 +25,10 @@ import pytest
 from kernelfleet.client import stdout_of
 from kernelfleet.provisioners.yarn import YarnProvisioner
 from tests.conftest import client_for, temp_gateway
-from tests.contract_backends.helpers import eventually, execute_ok
-from tests.gpspecs import eg_spec, findings, load, migrate_cli, render
+from tests.contract_backends.helpers import execute_ok
+from tests.gpspecs import eg_argv, eg_spec, findings, load, migrate_cli, render
 from tests.yarn.cluster import YarnCluster, spark_home
-from tests.yarn.kernels import FAST_JVM, gateway_config, live_apps, provisioner_config
+from tests.yarn.kernels import FAST_JVM, gateway_config, no_apps_left, provisioner_config
 
 pytestmark = [pytest.mark.yarn, pytest.mark.timeout(300)]
 
@@ -49,15 +49,7 @@ def eg_yarn_spec(kernels: Path, cluster: YarnCluster) -> Path:
     env, both ResourceManagers in the process proxy's config."""
     spec_dir = kernels / EG_NAME
     run_sh = spec_dir / "bin" / "run.sh"
-    argv = [str(run_sh)]
-    for opt, value in (
-        ("kernel-id", "{kernel_id}"),
-        ("response-address", "{response_address}"),
-        ("public-key", "{public_key}"),
-        ("port-range", "{port_range}"),
-        ("spark-context-initialization-mode", "lazy"),
-    ):
-        argv += [f"--RemoteProcessProxy.{opt}", value]
+    argv = eg_argv(str(run_sh), spark_context_initialization_mode="lazy")
     home = spark_home()
     conf = provisioner_config(cluster)["spark_conf"]
     spark_opts = " ".join(
@@ -176,13 +168,4 @@ async def test_gp_and_eg_yarn_specs_migrate_and_run_spark_in_yarn_containers(
                 assert python == sys.executable, python
         for kid in kids:
             await c.shutdown_kernel(kid)
-        await asyncio.gather(*(no_app_left(yarn_cluster, kid) for kid in kids))
-
-
-async def no_app_left(cluster: YarnCluster, kernel_id: str) -> None:
-    await eventually(
-        lambda: asyncio.to_thread(live_apps, cluster, kernel_id),
-        lambda apps: not apps,
-        f"no application of kernel {kernel_id} left",
-        30,
-    )
+        await asyncio.gather(*(no_apps_left(yarn_cluster, kid) for kid in kids))
